@@ -1,0 +1,79 @@
+"""Dense stage one: the image-grounded text encoding of a query matched against image embeddings with FAISS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..cache import FeatureCache
+from ..pipeline import Retriever
+from ..registry import retrievers
+from ..types import Gallery, Query, Ranking, Run
+from .dense_index import DenseIndex
+from .encoding import TowerEncoder, batches
+
+
+@dataclass
+class EncodedQueries:
+    """Stage one's view of a batch of queries: the embedding and the token sequence z_t stage two starts from."""
+
+    embeddings: torch.Tensor  # (B, D), unit norm
+    fused: torch.Tensor  # (B, L, H), z_t
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+
+
+def encode_queries(model, ref_tokens: torch.Tensor, texts: Sequence[str]) -> EncodedQueries:
+    """Tokenise "[ENC] text", let it cross-attend the reference tokens, project and normalise token 0."""
+    input_ids, attention_mask = model.tokenizer(list(texts))
+    input_ids = input_ids.to(ref_tokens.device)
+    attention_mask = attention_mask.to(ref_tokens.device)
+    fused = model.stage1.fuse(ref_tokens, input_ids, attention_mask)
+    return EncodedQueries(model.stage1.query_embedding(fused), fused, input_ids, attention_mask)
+
+
+@retrievers.register("dense")
+class DenseRetriever(Retriever):
+    """FAISS inner-product search over cached, L2-normalised gallery embeddings."""
+
+    name = "dense"
+
+    def __init__(
+        self,
+        model,
+        cache: FeatureCache | None = None,
+        index: str = "flat",
+        index_params: dict | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+    ) -> None:
+        self.model = model
+        self.encoder = TowerEncoder(model, "stage1", cache, batch_size, device, autocast_bf16)
+        self.index_kind = index
+        self.index_params = index_params or {}
+        self.batch_size = batch_size
+        self._index: DenseIndex | None = None
+
+    def index(self, gallery: Gallery) -> None:
+        features = self.encoder.index(gallery)
+        vectors = np.asarray(features["embeddings"], dtype=np.float32)
+        self._index = DenseIndex.build(vectors, features.ids, kind=self.index_kind, **self.index_params)
+
+    @torch.inference_mode()
+    def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        out = []
+        for batch in batches(queries, self.batch_size):
+            with self.encoder.autocast():
+                ref = self.encoder.tokens([q.reference for q in batch])
+                out.append(encode_queries(self.model, ref, [q.text for q in batch]).embeddings.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.embed_dim), np.float32)
+
+    def search(self, queries: Sequence[Query], k: int) -> Run:
+        if self._index is None:
+            raise RuntimeError("call index(gallery) before search()")
+        scores, ids = self._index.search(self.embed(queries), k)
+        return Run(Ranking(q.id, list(i), s.tolist()) for q, s, i in zip(queries, scores, ids))

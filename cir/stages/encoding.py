@@ -1,0 +1,100 @@
+"""Image and query encoding shared by both stages: one ViT tower, its gallery cache, and reference lookup.
+
+A reference given as a gallery id reuses the cached tokens; a reference given as a path is encoded on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..cache import CachedFeatures, FeatureCache
+from ..errors import UnknownIdError
+from ..types import Gallery, Query, open_image
+
+log = logging.getLogger(__name__)
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a module's weights: the cache key changes whenever the weights do."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class TowerEncoder:
+    """One image tower of a CirModel ("stage1", or "stage2" when stage two has its own ViT) with its cache."""
+
+    def __init__(
+        self,
+        model,
+        tower: str = "stage1",
+        cache: FeatureCache | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+    ) -> None:
+        self.model = model
+        self.tower = tower
+        self.module = getattr(model, tower)
+        self.cache = cache
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.autocast_bf16 = autocast_bf16
+        self.features: CachedFeatures | None = None
+        self.key = f"{model.config.name}-{tower}-{module_fingerprint(self.module)}"
+
+    def autocast(self):
+        if not self.autocast_bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @torch.inference_mode()
+    def encode_images(self, images: list) -> dict[str, np.ndarray]:
+        pixels = self.model.preprocess(images).to(self.device)
+        with self.autocast():
+            tokens = self.module.image_tokens(pixels)
+            out = {"tokens": tokens.float().cpu().numpy().astype(np.float16)}
+            if self.tower == "stage1":
+                emb = self.module.image_embedding(tokens)
+                out["embeddings"] = emb.float().cpu().numpy().astype(np.float16)
+        return out
+
+    def index(self, gallery: Gallery) -> CachedFeatures:
+        """Gallery features from the cache (encoding only on a miss)."""
+        if self.cache is None:
+            arrays: dict[str, list[np.ndarray]] = {}
+            for start in range(0, len(gallery), self.batch_size):
+                batch = [gallery.load(i) for i in gallery.ids[start : start + self.batch_size]]
+                for name, values in self.encode_images(batch).items():
+                    arrays.setdefault(name, []).append(values)
+            self.features = CachedFeatures(list(gallery.ids), {n: np.concatenate(v) for n, v in arrays.items()}, len(gallery))
+        else:
+            self.features = self.cache.get(self.key, gallery, self.encode_images, self.batch_size, f"encoding gallery ({self.tower})")
+        return self.features
+
+    def tokens(self, image_refs: Sequence[str]) -> torch.Tensor:
+        """(B, N, W) float tokens for gallery ids or image paths."""
+        out: list[torch.Tensor] = []
+        for ref in image_refs:
+            if self.features is not None and ref in self.features:
+                row = self.features.rows([ref])[0]
+                out.append(torch.from_numpy(np.asarray(self.features["tokens"][row], dtype=np.float32)))
+            elif Path(ref).is_file():
+                out.append(torch.from_numpy(self.encode_images([open_image(ref)])["tokens"][0].astype(np.float32)))
+            else:
+                raise UnknownIdError(f"reference {ref!r} is neither an id of the indexed gallery nor an image file")
+        return torch.stack(out).to(self.device)
+
+
+def batches(queries: Sequence[Query], size: int):
+    for start in range(0, len(queries), size):
+        yield queries[start : start + size]

@@ -1,0 +1,71 @@
+"""Stage two: the dual multimodal encoder reranks each query's top-K candidates from cached patch tokens."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..cache import FeatureCache
+from ..pipeline import Reranker
+from ..registry import rerankers
+from ..types import Gallery, Query, Ranking, Run
+from .dense import encode_queries
+from .encoding import TowerEncoder
+
+
+def reranker_tower(model) -> str:
+    """Stage two reads stage one's ViT tokens when configured to share them, else its own ViT's."""
+    return "stage1" if model.config.share_stage2_vision else "stage2"
+
+
+@torch.inference_mode()
+def score_candidates(model, ref_tokens: torch.Tensor, text: str, cand_tokens: torch.Tensor) -> torch.Tensor:
+    """Stage-two scores of K candidates for one query: z_t from stage one, then the dual encoder."""
+    q = encode_queries(model, ref_tokens, [text])
+    return model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens)
+
+
+@rerankers.register("dual-encoder")
+class DualEncoderReranker(Reranker):
+    """Scores (reference, text, candidate) triplets; optionally adds the stage-one score with a fixed weight."""
+
+    name = "dual-encoder"
+
+    def __init__(
+        self,
+        model,
+        cache: FeatureCache | None = None,
+        stage1_weight: float = 0.0,
+        batch_size: int = 64,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+    ) -> None:
+        if model.stage2 is None:
+            raise ValueError(f"model {model.config.name} has no stage-two weights")
+        self.model = model
+        self.encoder = TowerEncoder(model, reranker_tower(model), cache, batch_size, device, autocast_bf16)
+        self.stage1_weight = stage1_weight
+
+    def index(self, gallery: Gallery) -> None:
+        self.encoder.index(gallery)
+
+    def rerank(self, queries: Sequence[Query], run: Run, k: int | None = None) -> Run:
+        out = Run(name=f"{run.name} >> {self.name}")
+        for query in queries:
+            first = run[query.id]
+            depth = len(first) if k is None else min(k, len(first))
+            head_ids = first.ids[:depth]
+            with self.encoder.autocast():
+                ref = self.encoder.tokens([query.reference])
+                cand = self.encoder.tokens(head_ids)
+                scores = score_candidates(self.model, ref, query.text, cand).float()
+            if self.stage1_weight:
+                scores = scores + self.stage1_weight * torch.tensor(first.scores[:depth])
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            ids = [head_ids[i] for i in order] + first.ids[depth:]
+            head_scores = [float(scores[i]) for i in order]
+            floor = min(head_scores, default=0.0)
+            tail = [floor - 1.0 - i for i in range(len(first) - depth)]  # the unreranked tail stays below, in order
+            out[query.id] = Ranking(query.id, ids, head_scores + tail)
+        return out
