@@ -68,17 +68,24 @@ class Reranker:
 
 
 class Pipeline:
-    """Stage one, an optional stage two, and the cut-off K between them."""
+    """Stage one, an optional stage two, and the cut-off K between them.
 
-    def __init__(self, retriever: Retriever, reranker: Reranker | None = None, k: int = 50) -> None:
+    `exclude_reference` drops a query's own reference image from its results (CIRR's rule, and what a catalogue
+    search wants); FashionIQ's protocol keeps it.
+    """
+
+    def __init__(
+        self, retriever: Retriever, reranker: Reranker | None = None, k: int = 50, exclude_reference: bool = True
+    ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.k = k
+        self.exclude_reference = exclude_reference
         self.gallery: Gallery | None = None
         self.times = StageTimes()
 
     def __rshift__(self, reranker: Reranker) -> "Pipeline":
-        return Pipeline(self.retriever, reranker, self.k)
+        return Pipeline(self.retriever, reranker, self.k, self.exclude_reference)
 
     def __repr__(self) -> str:
         second = f" >> {self.reranker.name}" if self.reranker else ""
@@ -110,7 +117,8 @@ class Pipeline:
         depth = max(k, self.k) if self.reranker is not None and rerank else k
         self.times = StageTimes(queries=len(queries))
         start = time.perf_counter()
-        runs = {"stage1": self.retriever.search(queries, depth)}
+        first = self.retriever.search(queries, depth + 1 if self.exclude_reference else depth)
+        runs = {"stage1": _drop_references(first, queries, depth) if self.exclude_reference else first}
         self.times.seconds["stage1"] = time.perf_counter() - start
         if self.reranker is not None and rerank:
             start = time.perf_counter()
@@ -137,6 +145,15 @@ class Pipeline:
         first = Ranking("q", ids, [float(len(ids) - i) for i in range(len(ids))])
         reranked = self.reranker.rerank([query], Run([first]), len(ids))["q"]
         return _results(reranked, first)
+
+
+def _drop_references(run: Run, queries: Sequence[Query], depth: int) -> Run:
+    out = Run(name=run.name)
+    for q in queries:
+        r = run[q.id]
+        keep = [i for i, image_id in enumerate(r.ids) if image_id != q.reference][:depth]
+        out[q.id] = Ranking(q.id, [r.ids[i] for i in keep], [r.scores[i] for i in keep])
+    return out
 
 
 def _results(final: Ranking, stage1: Ranking) -> list[Result]:

@@ -50,3 +50,8 @@ class Registry(Generic[T]):
 
 retrievers: Registry[Callable] = Registry("stage-one retriever")
 rerankers: Registry[Callable] = Registry("stage-two reranker")
+
+# The built-in stages, imported only when asked for by name.
+retrievers.register("dense", "cir.stages.dense:DenseRetriever")
+retrievers.register("sparse", "cir.stages.sparse:SparseRetriever")
+rerankers.register("dual-encoder", "cir.stages.rerank:DualEncoderReranker")

@@ -1,0 +1,36 @@
+"""`cir train stage1|stage2 --config FILE`: train a stage on the config's benchmark (train split), validating on
+its evaluation split after each epoch; resumable from the output folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_config_options, load_config
+from .console import console
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train stage one (dense) or stage two (reranker)")
+    p.add_argument("stage", choices=("stage1", "stage2"))
+    add_config_options(p)
+    p.add_argument("--out", type=Path, help="output folder (default: the config's train_<stage>.out)")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.add_argument("--max-queries", type=int, help="train on the first N queries only")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the output folder holds a state")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..stages.train_runner import train_stage
+
+    cfg = load_config(args)
+    tcfg = getattr(cfg, f"train_{args.stage}")
+    for name in ("epochs", "max_queries", "threads"):
+        if getattr(args, name) is not None:
+            setattr(tcfg, name, getattr(args, name))
+    out = args.out or Path(tcfg.out)
+    metrics = train_stage(cfg, args.stage, out, resume=not args.no_resume)
+    console.print(f"[bold]{args.stage}[/] trained: {out} ({', '.join(f'{k} {v:.2f}' for k, v in metrics.items() if isinstance(v, float))})")
+    return 0

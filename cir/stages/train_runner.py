@@ -1,0 +1,40 @@
+"""From a Config to a trained stage: data, model, task, loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..config import Config
+from ..errors import CirError
+from ..experiment import open_benchmark
+from .train_data import load_triplets
+from .training import fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict:
+    from ..models import create_model
+
+    tcfg = getattr(cfg, f"train_{stage}")
+    seed_everything(tcfg.seed)
+    train_set = open_benchmark(cfg, cfg.benchmark.train_split)
+    val_set = open_benchmark(cfg)
+    opts = dict(tcfg.options)
+    if stage == "stage1":
+        from .train_stage1 import Stage1Task
+
+        model = create_model(cfg.model.name)
+        data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
+        task = Stage1Task(model, data, val_set, **opts)
+        return fit(task, tcfg, out, resume, weights_name="stage1")
+    from .train_stage2 import Stage2Task
+
+    stage1_path = opts.pop("stage1", None) or cfg.model.stage1
+    if stage1_path is None:
+        raise CirError(f"{cfg.source}: train_stage2.options.stage1 must name the stage-one checkpoint")
+    model = create_model(cfg.model.name, checkpoint=stage1_path)
+    data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
+    task = Stage2Task(model, data, val_set, **opts)
+    return fit(task, tcfg, out, resume, weights_name="stage2")

@@ -1,0 +1,154 @@
+"""Training the stage-two reranker: listwise cross-entropy over groups of (reference, text, candidate) triplets.
+
+Stage one is frozen, so its work is done once: every training image's ViT tokens and every query's z_t are
+precomputed, and stage one's own top-ranked mistakes on the training set are mined as negatives. Each query's group is
+its target, its one-edit near-duplicates (the img_set), its reference, and mined stage-one negatives; in-batch
+contrastive training as in the reference work is the `mined_negatives=0, near_duplicates=False` setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .train_data import TripletData
+from .train_stage1 import _subset
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def _precompute(model, data: TripletData, batch_size: int = 256):
+    """Stage-one ViT tokens and embeddings of every image; z_t, ids, mask and embedding of every query."""
+    from tqdm.auto import tqdm
+
+    stage1 = model.stage1
+    tokens, image_emb = [], []
+    for start in tqdm(range(0, len(data.pixels), batch_size), desc="stage-one image tokens", unit="batch"):
+        t = stage1.image_tokens(data.pixels[start : start + batch_size].float())
+        tokens.append(t.half())
+        image_emb.append(stage1.image_embedding(t))
+    tokens_all = torch.cat(tokens)
+    ids, mask = model.tokenizer([q.text for q in data.queries])
+    fused, query_emb = [], []
+    for start in tqdm(range(0, len(ids), batch_size), desc="stage-one query tokens", unit="batch"):
+        rows = torch.from_numpy(data.ref_rows[start : start + batch_size])
+        f = stage1.fuse(tokens_all[rows].float(), ids[start : start + batch_size], mask[start : start + batch_size])
+        fused.append(f.half())
+        query_emb.append(stage1.query_embedding(f))
+    return tokens_all, torch.cat(image_emb), torch.cat(fused), ids, mask, torch.cat(query_emb)
+
+
+def _mine(query_emb: torch.Tensor, image_emb: torch.Tensor, data: TripletData, depth: int) -> np.ndarray:
+    """Per query, stage one's top `depth` images that are neither its reference nor its target."""
+    mined = np.zeros((len(query_emb), depth), dtype=np.int64)
+    for start in range(0, len(query_emb), 1024):
+        sims = query_emb[start : start + 1024] @ image_emb.t()
+        rows = np.arange(start, min(start + 1024, len(query_emb)))
+        sims[torch.arange(len(rows)), torch.from_numpy(data.ref_rows[rows])] = -2
+        sims[torch.arange(len(rows)), torch.from_numpy(data.target_rows[rows])] = -2
+        mined[rows] = sims.topk(depth, dim=1).indices.numpy()
+    return mined
+
+
+def init_stage2_from_stage1(model) -> None:
+    """Start both stage-two branches from stage one's text encoder, so the reranker begins as a grounded reader."""
+    model.stage2.init_from_stage1(model.stage1)
+
+
+class Stage2Task:
+    def __init__(
+        self,
+        model,
+        data: TripletData,
+        val_benchmark=None,
+        val_queries: int | None = 500,
+        group_size: int = 8,
+        near_duplicates: bool = True,
+        mined_negatives: int = 2,
+        mine_depth: int = 20,
+        init_from_stage1: bool = True,
+    ):
+        self.model = model
+        self.module = model.stage2
+        self.data = data
+        self.group_size = group_size
+        self.near_duplicates = near_duplicates
+        self.mined_negatives = mined_negatives
+        model.stage1.eval()
+        model.stage1.requires_grad_(False)
+        if init_from_stage1:
+            init_stage2_from_stage1(model)
+        if model.config.tie_stage2_word_embeddings:
+            model.stage2.embeddings_from(model.stage1)
+        self.tokens, image_emb, self.fused, self.ids, self.mask, query_emb = _precompute(model, data)
+        self.mined = _mine(query_emb, image_emb, data, mine_depth) if mined_negatives else None
+        self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
+
+    def num_batches(self, batch_size: int) -> int:
+        return len(self.data) // batch_size
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        order = rng.permutation(len(self.data))
+        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
+            idx = order[start : start + batch_size]
+            yield idx, self._groups(idx, rng)
+
+    def _groups(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B, G) image rows per query, the target first."""
+        data, n_images = self.data, len(self.tokens)
+        groups = np.empty((len(idx), self.group_size), dtype=np.int64)
+        for r, q in enumerate(idx):
+            negatives = [data.ref_rows[q]]
+            if self.near_duplicates:
+                negatives += list(data.hard_rows[q])
+            if self.mined is not None:
+                negatives += list(rng.choice(self.mined[q], self.mined_negatives, replace=False))
+            # in-batch negatives fill the rest: other queries' targets
+            others = data.target_rows[idx[idx != q]]
+            negatives += list(rng.permutation(others))
+            negatives = [n for n in negatives if n != data.target_rows[q]]
+            while len(negatives) < self.group_size - 1:
+                negatives.append(int(rng.integers(n_images)))
+            groups[r] = [data.target_rows[q], *negatives[: self.group_size - 1]]
+        return groups
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        idx, groups = batch
+        b, g = groups.shape
+        length = int(self.mask[idx].sum(1).max())
+        fused = self.fused[idx, :length].float().repeat_interleave(g, 0)
+        ids = self.ids[idx, :length].repeat_interleave(g, 0)
+        mask = self.mask[idx, :length].repeat_interleave(g, 0)
+        cand = self.tokens[torch.from_numpy(groups.reshape(-1))].float()
+        scores = self.module.score(fused, ids, mask, cand).view(b, g)
+        loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long))
+        return loss, {"loss": float(loss), "acc": float((scores.argmax(1) == 0).float().mean())}
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        if self.val_benchmark is None:
+            return {}
+        from ..pipeline import Pipeline
+        from .dense import DenseRetriever
+        from .rerank import DualEncoderReranker
+
+        b = self.val_benchmark
+        pipeline = Pipeline(DenseRetriever(self.model), DualEncoderReranker(self.model), b.top_k, b.exclude_reference)
+        pipeline.index(b.gallery)
+        runs = pipeline.run(b.queries)
+        out = {}
+        for stage, run in runs.items():
+            metrics = b.evaluate(run)
+            out.update({f"val_{stage}_{m}": metrics[m] for m in ("recall@1", "recall@5", "recall_subset@1") if m in metrics})
+        return out
+
+    def save_weights(self, path: Path) -> None:
+        from ..models import save_checkpoint
+
+        save_checkpoint(self.model, path, parts=("stage2",))
