@@ -77,6 +77,7 @@ class Config:
     stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
     train_stage1: TrainConfig = field(default_factory=TrainConfig)
     train_stage2: TrainConfig = field(default_factory=TrainConfig)
+    train_sparse: TrainConfig = field(default_factory=TrainConfig)
     cache_dir: str = ".cir-cache"
     source: str = "<defaults>"
 

@@ -14,6 +14,7 @@ class Pretrained:
     model: str  # a name in the model registry
     stage1: str  # file name under cir/checkpoints
     stage2: str | None
+    sparse: str | None  # the dense-to-sparse heads
     stage1_weight: float  # weight of the stage-one score added to stage two's (chosen on training data)
     trained_on: str  # what the weights were trained on, for every report
 
@@ -23,6 +24,7 @@ PRETRAINED: dict[str, Pretrained] = {
         model="blip-tiny",
         stage1="blip-tiny-synth-stage1.safetensors",
         stage2="blip-tiny-synth-stage2.safetensors",
+        sparse="blip-tiny-synth-sparse.safetensors",
         stage1_weight=0.0,
         trained_on="cir synthetic benchmark (default size, seed 0), train split",
     ),
@@ -41,6 +43,13 @@ def get_pretrained(name: str) -> Pretrained:
         return PRETRAINED[name]
     except KeyError:
         raise CirError(f"unknown pretrained model {name!r} (known: {', '.join(sorted(PRETRAINED))})") from None
+
+
+def default_sparse_head(name: str = "blip-tiny-synth") -> Path:
+    spec = get_pretrained(name)
+    if spec.sparse is None:
+        raise CirError(f"pretrained model {name!r} ships no sparse head: give stage_one.sparse_head in the config")
+    return checkpoint_path(spec.sparse)
 
 
 def load_pretrained_model(name: str, device: str = "cpu"):

@@ -1,4 +1,4 @@
-"""`cir train stage1|stage2 --config FILE`: train a stage on the config's benchmark (train split), validating on
+"""`cir train stage1|stage2|sparse --config FILE`: train a stage on the config's benchmark (train split), validating on
 its evaluation split after each epoch; resumable from the output folder."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from .console import console
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train stage one (dense) or stage two (reranker)")
-    p.add_argument("stage", choices=("stage1", "stage2"))
+    p = subparsers.add_parser("train", help="train stage one (dense), stage two (reranker) or the sparse heads")
+    p.add_argument("stage", choices=("stage1", "stage2", "sparse"))
     add_config_options(p)
     p.add_argument("--out", type=Path, help="output folder (default: the config's train_<stage>.out)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")

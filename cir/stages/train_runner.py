@@ -29,12 +29,15 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
         task = Stage1Task(model, data, val_set, **opts)
         return fit(task, tcfg, out, resume, weights_name="stage1")
-    from .train_stage2 import Stage2Task
-
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
-        raise CirError(f"{cfg.source}: train_stage2.options.stage1 must name the stage-one checkpoint")
+        raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
     model = create_model(cfg.model.name, checkpoint=stage1_path)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
-    task = Stage2Task(model, data, val_set, **opts)
-    return fit(task, tcfg, out, resume, weights_name="stage2")
+    if stage == "sparse":
+        from .train_sparse import SparseTask
+
+        return fit(SparseTask(model, data, val_set, **opts), tcfg, out, resume, weights_name="sparse")
+    from .train_stage2 import Stage2Task
+
+    return fit(Stage2Task(model, data, val_set, **opts), tcfg, out, resume, weights_name="stage2")

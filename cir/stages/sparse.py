@@ -1,0 +1,63 @@
+"""Sparse stage one: queries and images as weighted WordPiece terms, matched through an inverted index.
+
+Every dimension is a word, so every match can be explained ("blue 1.31, circle 0.92, ...").
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..cache import FeatureCache
+from ..registry import retrievers
+from ..types import Gallery, Query, Ranking, Run
+from .dense import DenseRetriever
+from .sparse_head import SparseEncoder
+from .sparse_index import SparseIndex, explain
+
+
+@retrievers.register("sparse")
+class SparseRetriever(DenseRetriever):
+    """The dense retriever's encoders, followed by the dense-to-sparse heads and an inverted index."""
+
+    name = "sparse"
+
+    def __init__(
+        self,
+        model,
+        cache: FeatureCache | None = None,
+        head: str | SparseEncoder | None = None,
+        index: str = "csr",
+        index_params: dict | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+    ) -> None:
+        super().__init__(model, cache, index, index_params, batch_size, device, autocast_bf16)
+        if head is None:
+            from ..pretrained import default_sparse_head
+
+            head = default_sparse_head()
+        self.sparse = head if isinstance(head, SparseEncoder) else SparseEncoder.load(head, model)
+        self._sparse_index: SparseIndex | None = None
+        self.image_vectors = None
+
+    def index(self, gallery: Gallery) -> None:
+        features = self.encoder.index(gallery)
+        self.image_vectors = self.sparse.encode(features["embeddings"], "image")
+        self._sparse_index = SparseIndex.build(self.image_vectors, features.ids, backend=self.index_kind, **self.index_params)
+
+    def encode_queries(self, queries: Sequence[Query]):
+        return self.sparse.encode(self.embed(queries), "query")
+
+    def search(self, queries: Sequence[Query], k: int) -> Run:
+        if self._sparse_index is None:
+            raise RuntimeError("call index(gallery) before search()")
+        scores, ids = self._sparse_index.search(self.encode_queries(queries), k)
+        return Run(Ranking(q.id, list(i), np.asarray(s).tolist()) for q, s, i in zip(queries, scores, ids))
+
+    def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
+        """The terms query and image share, with their contributions to the score, largest first."""
+        row = self.encoder.features.rows([image_id])[0]
+        return explain(self.encode_queries([query]), self.image_vectors[row], self.model.tokenizer.id_to_token, top)

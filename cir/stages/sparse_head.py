@@ -1,0 +1,100 @@
+"""The dense-to-sparse head: a dense embedding -> Linear -> LayerNorm -> vocabulary logits -> log(1 + relu).
+
+The vocabulary projection is stage one's WordPiece embedding table (tied and frozen, plus a learned bias), so every
+dimension is a word from the start and the head itself weighs a few ten thousand parameters. Queries and images have
+separate heads. Terms are the 30,522 WordPiece entries ([DEC] and [ENC] are not terms).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+NUM_TERMS = 30522
+
+
+class SparseHead(nn.Module):
+    def __init__(self, dim: int, hidden: int, word_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.register_buffer("vocab", word_embeddings[:NUM_TERMS].detach().clone(), persistent=False)
+        self.bias = nn.Parameter(torch.zeros(NUM_TERMS))
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        """(B, D) dense embeddings -> (B, 30522) non-negative term weights."""
+        logits = self.norm(self.linear(dense)) @ self.vocab.t() + self.bias
+        return torch.log1p(torch.relu(logits))
+
+
+class SparseEncoder(nn.Module):
+    """The query head and the image head, with the per-vector term cap applied at inference."""
+
+    def __init__(self, dim: int, hidden: int, word_embeddings: torch.Tensor, max_query_terms: int = 32, max_image_terms: int = 64):
+        super().__init__()
+        self.query = SparseHead(dim, hidden, word_embeddings)
+        self.image = SparseHead(dim, hidden, word_embeddings)
+        self.max_query_terms = max_query_terms
+        self.max_image_terms = max_image_terms
+
+    @classmethod
+    def for_model(cls, model, **kwargs) -> "SparseEncoder":
+        table = model.stage1.text_encoder.embeddings.word_embeddings.weight
+        return cls(model.config.embed_dim, model.config.text.hidden_size, table, **kwargs)
+
+    @torch.inference_mode()
+    def encode(self, dense: np.ndarray | torch.Tensor, side: str, batch_size: int = 4096) -> sp.csr_matrix:
+        """Sparse CSR term weights of a batch of dense embeddings, keeping at most the side's cap of terms each."""
+        head = self.query if side == "query" else self.image
+        cap = self.max_query_terms if side == "query" else self.max_image_terms
+        dense = torch.as_tensor(np.asarray(dense, dtype=np.float32))
+        blocks = []
+        for start in range(0, len(dense), batch_size):
+            weights = head(dense[start : start + batch_size])
+            blocks.append(top_terms(weights, cap))
+        return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, NUM_TERMS), dtype=np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        from ..io import atomic_path
+
+        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
+        meta = {"max_query_terms": str(self.max_query_terms), "max_image_terms": str(self.max_image_terms)}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, model) -> "SparseEncoder":
+        from safetensors import safe_open
+
+        from ..errors import DatasetNotFoundError
+
+        if not Path(path).is_file():
+            raise DatasetNotFoundError(f"sparse head checkpoint not found: {path} (train one with `cir train sparse`)")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+        encoder = cls.for_model(
+            model,
+            max_query_terms=int(meta.get("max_query_terms", 32)),
+            max_image_terms=int(meta.get("max_image_terms", 64)),
+        )
+        encoder.load_state_dict(state)
+        return encoder.eval()
+
+
+def top_terms(weights: torch.Tensor, cap: int) -> sp.csr_matrix:
+    """Keep each row's `cap` largest non-zero weights, as a float32 CSR matrix."""
+    values, cols = weights.topk(min(cap, weights.shape[1]), dim=1)
+    values, cols = values.numpy(), cols.numpy()
+    rows = np.repeat(np.arange(len(values)), values.shape[1])
+    keep = values.reshape(-1) > 0
+    return sp.csr_matrix(
+        (values.reshape(-1)[keep], (rows[keep], cols.reshape(-1)[keep])), shape=(len(values), NUM_TERMS), dtype=np.float32
+    )

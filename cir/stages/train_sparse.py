@@ -1,0 +1,119 @@
+"""Training the dense-to-sparse heads by distilling stage one's dense similarities.
+
+Loss = KL(teacher || student) over in-batch images (targets and references), with the teacher the frozen dense
+similarities and the student the sparse dot products, plus FLOPs regularisers with separate weights for queries and
+images, ramped up quadratically over `ramp_steps`. Expansion control: each query is, with a probability annealed from
+1 to 0 over `anneal_steps`, restricted to its text's WordPieces plus its reference image's top `ref_terms` terms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .sparse_head import NUM_TERMS, SparseEncoder
+from .train_data import TripletData
+from .train_stage1 import _subset
+from .train_stage2 import _precompute
+
+
+def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
+    """SPLADE's FLOPs regulariser: sum over terms of the squared mean activation."""
+    return weights.mean(0).pow(2).sum()
+
+
+class SparseTask:
+    def __init__(
+        self,
+        model,
+        data: TripletData,
+        val_benchmark=None,
+        val_queries: int | None = 1000,
+        query_flops: float = 3e-3,
+        image_flops: float = 1e-3,
+        ramp_steps: int = 500,
+        anneal_steps: int = 1000,
+        ref_terms: int = 8,
+        teacher_temp: float | None = None,
+        max_query_terms: int = 32,
+        max_image_terms: int = 64,
+    ):
+        self.model = model
+        self.module = SparseEncoder.for_model(model, max_query_terms=max_query_terms, max_image_terms=max_image_terms)
+        self.data = data
+        self.query_flops, self.image_flops = query_flops, image_flops
+        self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
+        model.stage1.requires_grad_(False)
+        _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
+        self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
+        self.text_terms = [
+            torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
+        ]
+        self.step = 0
+        self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
+
+    def num_batches(self, batch_size: int) -> int:
+        return len(self.data) // batch_size
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator:
+        order = rng.permutation(len(self.data))
+        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
+            idx = order[start : start + batch_size]
+            yield idx, rng.random(len(idx))
+
+    def _restrict(self, idx: np.ndarray, draws: np.ndarray, query_w: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
+        """Zero the terms of restricted queries outside their text's WordPieces and the reference's top terms."""
+        p_restrict = max(0.0, 1.0 - self.step / max(1, self.anneal_steps))
+        restricted = np.flatnonzero(draws < p_restrict)
+        if len(restricted) == 0:
+            return query_w
+        allowed = torch.ones(len(idx), NUM_TERMS, dtype=torch.bool)
+        allowed[restricted] = False
+        top_ref = ref_w[restricted].topk(self.ref_terms, dim=1).indices
+        allowed[torch.from_numpy(restricted)[:, None], top_ref] = True
+        for r in restricted:
+            allowed[r, self.text_terms[idx[r]]] = True
+        return query_w * allowed
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        idx, draws = batch
+        data = self.data
+        img_rows = torch.from_numpy(np.concatenate([data.target_rows[idx], data.ref_rows[idx]]))
+        q_dense, i_dense = self.query_emb[idx], self.image_emb[img_rows]
+        query_w = self.module.query(q_dense)
+        image_w = self.module.image(i_dense)
+        query_w = self._restrict(idx, draws, query_w, image_w[len(idx) :].detach())
+        teacher = F.log_softmax(q_dense @ i_dense.t() / self.teacher_temp, dim=1)
+        student = F.log_softmax(query_w @ image_w.t(), dim=1)
+        kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+        ramp = min(1.0, (self.step + 1) / self.ramp_steps) ** 2
+        reg = ramp * (self.query_flops * flops_penalty(query_w) + self.image_flops * flops_penalty(image_w))
+        self.step += 1
+        logs = {
+            "kl": float(kl),
+            "q_nnz": float((query_w > 0).sum(1).float().mean()),
+            "d_nnz": float((image_w > 0).sum(1).float().mean()),
+        }
+        return kl + reg, logs
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        if self.val_benchmark is None:
+            return {}
+        from .sparse import SparseRetriever
+
+        b = self.val_benchmark
+        retriever = SparseRetriever(self.model, head=self.module.eval())
+        retriever.index(b.gallery)
+        metrics = b.evaluate(retriever.search(b.queries, 51))
+        out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
+        out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
+        out["query_terms"] = float(retriever.encode_queries(b.queries).getnnz(1).mean())
+        return out
+
+    def save_weights(self, path: Path) -> None:
+        self.module.save(path)
