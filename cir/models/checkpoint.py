@@ -1,0 +1,280 @@
+"""Checkpoint files: cir's own safetensors format, plus reading the reference work's and LAVIS/BLIP checkpoints.
+
+cir format: one safetensors file; keys are `stage1.<name>` / `stage2.<name>` (cir module names); metadata holds
+`cir_format`, the model name, its full config (JSON) and the parts the file holds.  Stage one and stage two may be
+saved to separate files and loaded together.  A stage-two table tied to stage one (`tie_stage2_word_embeddings`)
+is not written twice.
+
+Reference files: `torch.save` dicts with the weights under "BLIP_Retrieval" / "BLIP_NLVR" (the reference work),
+under "model" (LAVIS, BLIP) or a bare state dict; safetensors files with reference names too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import torch
+
+from ..errors import CirError, FormatError
+from ..io import atomic_path
+from .config import ModelConfig
+from .convert import convert_reference_state, reference_stage
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .factory import CirModel
+
+log = logging.getLogger(__name__)
+
+CIR_FORMAT = "1"
+PARTS = ("stage1", "stage2")
+TIED_STAGE2_KEY = "text_encoder.embeddings.word_embeddings.weight"
+REFERENCE_WRAPPERS = {"BLIP_Retrieval": "stage1", "BLIP_NLVR": "stage2"}
+GENERIC_WRAPPERS = ("model", "state_dict")
+LISTED_KEYS = 12
+
+PathLike = str | Path
+
+
+@dataclass
+class CheckpointContents:
+    """One file's weights, already renamed to cir keys and split by stage."""
+
+    path: Path
+    source: str  # "cir", "reference" or "lavis"
+    parts: dict[str, dict[str, torch.Tensor]]
+    origin: dict[str, dict[str, str]] = field(default_factory=dict)  # part -> cir key -> key in the file
+    model_name: str | None = None
+    config: ModelConfig | None = None
+
+
+def checkpoint_hash(path: PathLike) -> str:
+    """Short stable id of a checkpoint: the first 16 hex digits of the sha256 of its bytes."""
+    digest = hashlib.sha256()
+    with _existing(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def combined_hash(paths: Sequence[PathLike]) -> str:
+    """One id for weights spread over several files (a single file keeps its own hash)."""
+    hashes = [checkpoint_hash(path) for path in paths]
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256("+".join(hashes).encode()).hexdigest()[:16]
+
+
+def part_state(model: "CirModel", part: str) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint holds for one part: the module's state dict minus a tied stage-two table."""
+    module = getattr(model, part, None)
+    if module is None:
+        raise CirError(f"model {model.name!r} has no {part}")
+    state = module.state_dict()
+    if part == "stage2" and model.config.tie_stage2_word_embeddings:
+        state.pop(TIED_STAGE2_KEY, None)
+    return state
+
+
+def save_checkpoint(
+    model: "CirModel",
+    path: PathLike,
+    dtype: torch.dtype | None = torch.float16,
+    parts: Sequence[str] = PARTS,
+) -> Path:
+    """Write `parts` of `model` to one cir safetensors file (atomically); floating tensors cast to `dtype`."""
+    from safetensors.torch import save_file
+
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {tuple(parts)}")
+    tensors = {}
+    for part in parts:
+        for key, tensor in part_state(model, part).items():
+            tensor = tensor.detach().cpu()
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            tensors[f"{part}.{key}"] = tensor.contiguous()
+    metadata = {
+        "format": "pt",
+        "cir_format": CIR_FORMAT,
+        "model": model.name,
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "parts": ",".join(parts),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    log.info("saved %s of %s to %s", "+".join(parts), model.name, path)
+    return Path(path)
+
+
+def read_checkpoint(path: PathLike) -> CheckpointContents:
+    """Read a cir, reference or LAVIS checkpoint and rename its keys to cir's; raises FormatError if unreadable."""
+    path = _existing(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    return _read_torch(path)
+
+
+def load_checkpoint(model: "CirModel", checkpoint: PathLike | Sequence[PathLike]) -> list[CheckpointContents]:
+    """Load one file or several (e.g. stage one and stage two apart) into `model`; returns what was read."""
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    contents = [read_checkpoint(path) for path in paths]
+    apply_checkpoints(model, contents)
+    return contents
+
+
+def apply_checkpoints(model: "CirModel", contents: Sequence[CheckpointContents]) -> None:
+    """Copy every part held by `contents` into `model`, after checking each key and shape."""
+    seen: dict[str, Path] = {}
+    for item in contents:
+        for part, state in item.parts.items():
+            if part in seen:
+                raise FormatError(f"{item.path}: {part} weights were already given by {seen[part]}")
+            seen[part] = item.path
+            module = getattr(model, part)
+            if module is None:
+                raise FormatError(f"{item.path}: holds {part} weights but model {model.name!r} has no {part}")
+            expected = {key: tuple(t.shape) for key, t in part_state(model, part).items()}
+            found = {key: tuple(t.shape) for key, t in state.items()}
+            check_part_keys(found, expected, f"{item.path} ({part})", item.origin.get(part, {}))
+            _copy_into(module, state)
+
+
+def check_part_keys(
+    found: Mapping[str, tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    origin: Mapping[str, str] | None = None,
+) -> None:
+    """Raise FormatError listing every missing, unexpected and wrongly shaped key (names as in the file)."""
+    origin = origin or {}
+
+    def named(key: str) -> str:
+        return origin.get(key, key)
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(named(key) for key in set(found) - set(expected))
+    wrong_shape = [
+        f"{named(key)}: file {list(found[key])} vs model {list(expected[key])}"
+        for key in sorted(set(found) & set(expected))
+        if tuple(found[key]) != tuple(expected[key])
+    ]
+    problems = [
+        _listing("missing", missing),
+        _listing("unexpected", unexpected),
+        _listing("wrong shape", wrong_shape),
+    ]
+    problems = [text for text in problems if text]
+    if problems:
+        raise FormatError(f"{where}: weights do not fit the model\n" + "\n".join(problems))
+
+
+def _listing(label: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:LISTED_KEYS])
+    more = f" ... and {len(items) - LISTED_KEYS} more" if len(items) > LISTED_KEYS else ""
+    return f"  {label} ({len(items)}): {shown}{more}"
+
+
+def _copy_into(module: "nn.Module", state: Mapping[str, torch.Tensor]) -> None:
+    """Copy checked tensors into the module's own parameters (cast to their dtype and device)."""
+    targets = module.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for key, tensor in state.items():
+            targets[key].copy_(tensor)
+
+
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CirError(f"checkpoint not found: {path}")
+    return path
+
+
+def _read_safetensors(path: Path) -> CheckpointContents:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if "cir_format" not in metadata:
+        stage = REFERENCE_WRAPPERS.get(metadata.get("class", ""), reference_stage(tensors))
+        return _reference_contents(path, tensors, stage, "reference")
+    return _cir_contents(path, tensors, metadata)
+
+
+def _cir_contents(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> CheckpointContents:
+    if metadata["cir_format"] != CIR_FORMAT:
+        raise FormatError(f"{path}: cir checkpoint format {metadata['cir_format']!r}, this cir reads {CIR_FORMAT!r}")
+    try:
+        config_data = json.loads(metadata["config"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: cir checkpoint without a readable 'config' metadata entry") from exc
+    config = ModelConfig.from_dict(config_data, source=f"{path} metadata 'config'")
+    parts: dict[str, dict[str, torch.Tensor]] = {
+        part: {} for part in metadata.get("parts", "").split(",") if part
+    }
+    for key, tensor in tensors.items():
+        part, _, name = key.partition(".")
+        if part not in parts:
+            raise FormatError(f"{path}: key {key!r} is not under a declared part ({', '.join(parts)})")
+        parts[part][name] = tensor
+    return CheckpointContents(path, "cir", parts, model_name=metadata.get("model"), config=config)
+
+
+def _read_torch(path: Path) -> CheckpointContents:
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise FormatError(
+            f"{path}: not a readable torch checkpoint of tensors ({str(exc).splitlines()[0]}); "
+            "cir does not unpickle arbitrary objects: re-save the state dict alone"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    for wrapper, stage in REFERENCE_WRAPPERS.items():
+        if wrapper in obj:
+            return _reference_contents(path, obj[wrapper], stage, "reference")
+    for wrapper in GENERIC_WRAPPERS:
+        if isinstance(obj.get(wrapper), dict):
+            state = obj[wrapper]
+            return _reference_contents(path, state, reference_stage(state), "lavis")
+    if obj and all(isinstance(value, torch.Tensor) for value in obj.values()):
+        return _reference_contents(path, obj, reference_stage(obj), "reference")
+    top = ", ".join(sorted(map(str, obj))[:LISTED_KEYS])
+    raise FormatError(
+        f"{path}: no weights found; expected a state dict or one under 'BLIP_Retrieval', 'BLIP_NLVR', "
+        f"'model' or 'state_dict' (top-level keys: {top})"
+    )
+
+
+def _reference_contents(path: Path, state: Mapping, stage: str, source: str) -> CheckpointContents:
+    state = _strip_prefix(dict(state), "module.")
+    not_tensors = sorted(key for key, value in state.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise FormatError(f"{path}: entries that are not tensors: {', '.join(not_tensors[:LISTED_KEYS])}")
+    converted, origin = convert_reference_state(state)
+    return CheckpointContents(path, source, {stage: converted}, origin={stage: origin})
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    """Drop a DistributedDataParallel `module.` prefix carried by every key."""
+    if state and all(str(key).startswith(prefix) for key in state):
+        return {key[len(prefix):]: value for key, value in state.items()}
+    return state

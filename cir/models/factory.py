@@ -1,0 +1,170 @@
+"""`CirModel` (both stages with their tokenizer and preprocessing) and the `create_model` / `load_model` factory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import FormatError
+from .checkpoint import PARTS, CheckpointContents, apply_checkpoints, combined_hash, read_checkpoint
+from .config import ModelConfig, config_differences
+from .preprocess import ImagePreprocessor
+from .registry import get_model_config
+from .stage1 import Stage1Model
+from .stage2 import Stage2Model
+from .tokenizer import BlipTokenizer
+
+log = logging.getLogger(__name__)
+
+CheckpointArg = str | Path | Sequence[str | Path] | None
+
+
+@lru_cache(maxsize=1)
+def default_tokenizer() -> BlipTokenizer:
+    """One shared tokenizer for the shipped vocabulary (it holds no per-model state)."""
+    return BlipTokenizer()
+
+
+@dataclass(eq=False)
+class CirModel:
+    """A two-stage model ready to use: `stage2` is None when only stage one was built or loaded.
+
+    `weights_id` is a short hash of the checkpoint file(s) the weights came from (None for random weights): a
+    cache of gallery features is valid for one `(name, weights_id)`.
+    """
+
+    config: ModelConfig
+    stage1: Stage1Model
+    stage2: Stage2Model | None
+    tokenizer: BlipTokenizer
+    preprocess: ImagePreprocessor
+    name: str = ""
+    weights_id: str | None = None
+
+    def modules(self) -> Iterator[nn.Module]:
+        yield self.stage1
+        if self.stage2 is not None:
+            yield self.stage2
+
+    def to(self, device: torch.device | str) -> "CirModel":
+        for module in self.modules():
+            module.to(device)
+        return self
+
+    def eval(self) -> "CirModel":
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> "CirModel":
+        for module in self.modules():
+            module.train(mode)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.stage1.temp.device
+
+    def num_parameters(self) -> int:
+        """Distinct parameters of both stages (a tied table counts once)."""
+        unique = {id(p): p.numel() for module in self.modules() for p in module.parameters()}
+        return sum(unique.values())
+
+    def stage2_image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image tokens that stage two consumes (reference and candidates): its own ViT, or stage one's if shared."""
+        if self.config.share_stage2_vision:
+            return self.stage1.image_tokens(pixels)
+        if self.stage2 is None:
+            raise RuntimeError(f"model {self.name!r} was built without stage two")
+        return self.stage2.image_tokens(pixels)
+
+
+def build_model(config: ModelConfig, name: str = "", with_stage2: bool = True) -> CirModel:
+    """A randomly initialised model for `config` (train mode, as torch builds modules)."""
+    stage1 = Stage1Model(config)
+    stage2 = Stage2Model(config) if with_stage2 else None
+    if stage2 is not None:
+        stage2.embeddings_from(stage1)
+    preprocess = ImagePreprocessor(config.vision.image_size, config.image_mean, config.image_std, config.pad_ratio)
+    return CirModel(config, stage1, stage2, default_tokenizer(), preprocess, name=name)
+
+
+def create_model(
+    name: str,
+    checkpoint: CheckpointArg = None,
+    *,
+    stages: Sequence[str] | None = None,
+) -> CirModel:
+    """Build the registered model `name`, load `checkpoint` if given, and return it in eval mode.
+
+    `checkpoint`: a cir safetensors file, a reference (`BLIP_Retrieval` / `BLIP_NLVR`) or LAVIS/BLIP checkpoint,
+    or a list of files (e.g. stage one and stage two saved apart).  `stages`: the parts to build; by default both
+    without a checkpoint, else the parts the checkpoint(s) hold.  A requested part the files lack, any missing or
+    unexpected key and any wrong shape raise FormatError naming the file and the keys.
+    """
+    config = get_model_config(name)
+    contents = _read_all(checkpoint)
+    for item in contents:
+        if item.config is not None:
+            differences = config_differences(config, item.config)
+            if differences:
+                raise FormatError(
+                    f"{item.path}: saved for a model config that differs from {name!r} in "
+                    f"{', '.join(differences)}; use load_model() to build the saved config"
+                )
+    return _assemble(config, name, contents, stages)
+
+
+def load_model(checkpoint: str | Path | Sequence[str | Path], *, stages: Sequence[str] | None = None) -> CirModel:
+    """Build a model from the config stored in a cir checkpoint (useful for configs that are not registered)."""
+    contents = _read_all(checkpoint)
+    configured = [item for item in contents if item.config is not None]
+    if not configured:
+        raise FormatError(
+            f"{contents[0].path}: a {contents[0].source} checkpoint stores no cir config; "
+            "use create_model(name, checkpoint)"
+        )
+    first = configured[0]
+    for item in configured[1:]:
+        differences = config_differences(first.config, item.config)
+        if differences:
+            raise FormatError(f"{item.path} and {first.path} were saved for different configs ({', '.join(differences)})")
+    return _assemble(first.config, first.model_name or "", contents, stages)
+
+
+def _read_all(checkpoint: CheckpointArg) -> list[CheckpointContents]:
+    if checkpoint is None:
+        return []
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    return [read_checkpoint(path) for path in paths]
+
+
+def _assemble(
+    config: ModelConfig, name: str, contents: list[CheckpointContents], stages: Sequence[str] | None
+) -> CirModel:
+    held = [part for part in PARTS if any(part in item.parts for item in contents)]
+    wanted = tuple(stages) if stages is not None else (tuple(held) if contents else PARTS)
+    unknown = [part for part in wanted if part not in PARTS]
+    if unknown or "stage1" not in wanted:
+        raise ValueError(f"stages must include 'stage1' and be among {PARTS}, got {wanted}")
+    if contents:
+        absent = [part for part in wanted if part not in held]
+        if absent:
+            files = ", ".join(str(item.path) for item in contents)
+            raise FormatError(f"{files}: no {' or '.join(absent)} weights (the files hold: {', '.join(held) or 'none'})")
+    model = build_model(config, name, with_stage2="stage2" in wanted)
+    apply_checkpoints(model, [_only(item, wanted) for item in contents])
+    if contents:
+        model.weights_id = combined_hash([item.path for item in contents])
+        log.info("loaded %s (%s) from %s", name, "+".join(wanted), ", ".join(str(i.path) for i in contents))
+    return model.eval()
+
+
+def _only(item: CheckpointContents, parts: Sequence[str]) -> CheckpointContents:
+    """The contents restricted to the parts being built (stage two of a file can be left out on request)."""
+    kept = {part: state for part, state in item.parts.items() if part in parts}
+    return CheckpointContents(item.path, item.source, kept, item.origin, item.model_name, item.config)
