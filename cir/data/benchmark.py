@@ -1,0 +1,161 @@
+"""The Benchmark: one split's queries, gallery, ground truth and scoring protocol, and `load_benchmark`.
+
+Scoring lives in `cir.eval` (validation, metrics); a Benchmark only holds what the protocol needs and hands itself to
+those functions, so every system, ours or not, is judged by the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CirError, DatasetNotFoundError, FormatError
+from ..io import read_json
+from ..types import Gallery, Query, Run
+
+BENCHMARK_NAMES = ("cirr", "fashioniq", "circo")
+
+
+@dataclass
+class Benchmark:
+    """A split of a benchmark with its protocol: who is ranked against whom, and which metrics count."""
+
+    name: str
+    split: str
+    release: str | None
+    category: str | None
+    protocol: str
+    queries: list[Query]
+    gallery: Gallery
+    targets: dict[str, list[str]] | None
+    subsets: dict[str, list[str]] | None
+    exclude_reference: bool
+    top_k: int
+    metric_names: list[str]
+    # The metrics whose mean is the headline "avg" (CIRR: recall@5 and recall_subset@1); empty: no headline.
+    headline_of: tuple[str, ...] = ()
+    # When the gallery is not loaded (CIRCO without its COCO images), the form every image id must take.
+    id_pattern: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Short name for titles and messages, e.g. "CIRR rc2 val" or "FashionIQ dress val"."""
+        parts = [DISPLAY_NAMES.get(self.name, self.name), self.release, self.category, self.split]
+        return " ".join(p for p in parts if p)
+
+    @cached_property
+    def query_by_id(self) -> dict[str, Query]:
+        return {q.id: q for q in self.queries}
+
+    def is_image_id(self, image_id: str) -> bool:
+        """Whether `image_id` can be ranked: a gallery member, or (gallery not loaded) of the benchmark's id form."""
+        if len(self.gallery):
+            return image_id in self.gallery
+        return self.id_pattern is not None and re.fullmatch(self.id_pattern, image_id) is not None
+
+    def validate(self, run: Run) -> None:
+        """Raise FormatError / UnknownIdError naming the query and id if `run` cannot be scored on this split."""
+        from ..eval.validate import validate_run
+
+        validate_run(self, run)
+
+    def per_query(self, run: Run) -> dict[str, np.ndarray]:
+        """Per-query metric values in percent, in the order of `queries` (their means are `evaluate`)."""
+        from ..eval.metrics import per_query_scores
+
+        return per_query_scores(self, run)
+
+    def evaluate(self, run: Run) -> dict[str, float]:
+        """Validate `run` and return every metric of `metric_names`, in percent."""
+        return {name: float(values.mean()) for name, values in self.per_query(run).items()}
+
+
+DISPLAY_NAMES = {"cirr": "CIRR", "fashioniq": "FashionIQ", "circo": "CIRCO"}
+
+
+def load_benchmark(
+    name: str,
+    root: str | os.PathLike | None,
+    split: str,
+    category: str | None = None,
+    release: str | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> Benchmark:
+    """Read one split of `name` ("cirr", "fashioniq" with a category, "circo") from its annotation folder `root`."""
+    if name == "cirr":
+        from .cirr import load_cirr
+
+        return load_cirr(root, split, release=release, image_root=image_root)
+    if name == "fashioniq":
+        from .fashioniq import load_fashioniq
+
+        if category is None:
+            raise CirError(
+                "FashionIQ is scored per category: give a category (dress, shirt, toptee), "
+                "or use cir.data.load_fashioniq_categories for all three"
+            )
+        return load_fashioniq(root, split, category, image_root=image_root)
+    if name == "circo":
+        from .circo import load_circo
+
+        return load_circo(root, split, image_root=image_root)
+    raise CirError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARK_NAMES)})")
+
+
+def dataset_root(root: str | os.PathLike | None, what: str, hint: str) -> Path:
+    """The annotation folder, or a DatasetNotFoundError saying what belongs there."""
+    if root is None:
+        raise DatasetNotFoundError(f"no {what} folder given (--root DIR): {hint}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"{what} folder not found: {path}. {hint}")
+    return path
+
+
+def read_annotation(path: Path, hint: str) -> Any:
+    """Read an annotation JSON file; a missing one names the file and where to get it."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"annotation file not found: {path}. {hint}")
+    return read_json(path, "annotation file")
+
+
+def read_entry_list(path: Path, hint: str) -> list[Any]:
+    entries = read_annotation(path, hint)
+    if not isinstance(entries, list):
+        raise FormatError(f"{path}: expected a JSON list of annotation entries, got {type(entries).__name__}")
+    return entries
+
+
+def entry_field(entry: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`entry[key]`, checked to be of `kind`; otherwise a FormatError naming `where` (file and entry)."""
+    if not isinstance(entry, dict):
+        raise FormatError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    if key not in entry:
+        raise FormatError(f"{where}: missing field {key!r}")
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise FormatError(f"{where}: field {key!r} has an unexpected value {value!r:.80}")
+    return value
+
+
+def string_list(entry: Any, key: str, where: str) -> list[str]:
+    values = entry_field(entry, key, list, where)
+    if not all(isinstance(v, str) for v in values):
+        raise FormatError(f"{where}: field {key!r} should be a list of strings")
+    return values
+
+
+def scan_images(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Image stem -> path for the files directly inside `folder` (one listing, no per-image stat calls)."""
+    with os.scandir(folder) as entries:
+        return {
+            Path(e.name).stem: Path(e.path)
+            for e in entries
+            if e.is_file() and Path(e.name).suffix.lower() in suffixes
+        }
