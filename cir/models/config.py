@@ -50,6 +50,8 @@ class TextConfig:
 class ModelConfig:
     """One two-stage model: stage one (retrieval) and stage two (dual-encoder reranker).
 
+    `name` is the registry name (set by `register_model`); it and `description` are labels, not architecture.
+
     `stage2_average_layers`: stage-two layers below this index merge the two branches' cross-attention outputs by
     averaging; the others by concat + Linear (the reference hard-codes 6).
     `share_stage2_vision`: stage two reuses stage one's ViT tokens (one patch-token cache serves both stages)
@@ -67,6 +69,7 @@ class ModelConfig:
     image_std: tuple[float, float, float] = BLIP_STD
     pad_ratio: float = 1.25
     temp_init: float = 0.07
+    name: str = field(default="", compare=False)
     description: str = field(default="", compare=False)
 
     @property
@@ -106,7 +109,7 @@ def config_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
     left, right = a.to_dict(), b.to_dict()
     diffs = []
     for key in sorted(set(left) | set(right)):
-        if key == "description":
+        if key in ("name", "description"):
             continue
         lv, rv = left.get(key), right.get(key)
         if isinstance(lv, dict) and isinstance(rv, dict):

@@ -33,10 +33,10 @@ def default_tokenizer() -> BlipTokenizer:
 
 @dataclass(eq=False)
 class CirModel:
-    """A two-stage model ready to use: `stage2` is None when only stage one was built or loaded.
+    """A two-stage model ready to use: `stage2` is None when only stage one was built.
 
-    `weights_id` is a short hash of the checkpoint file(s) the weights came from (None for random weights): a
-    cache of gallery features is valid for one `(name, weights_id)`.
+    `weights_id` is a short hash of the checkpoint file(s) the weights came from (None when any part holds random
+    weights): a cache of gallery features is valid for one `(name, weights_id)`.
     """
 
     config: ModelConfig
@@ -44,8 +44,11 @@ class CirModel:
     stage2: Stage2Model | None
     tokenizer: BlipTokenizer
     preprocess: ImagePreprocessor
-    name: str = ""
     weights_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     def modules(self) -> Iterator[nn.Module]:
         yield self.stage1
@@ -83,31 +86,36 @@ class CirModel:
         return self.stage2.image_tokens(pixels)
 
 
-def build_model(config: ModelConfig, name: str = "", with_stage2: bool = True) -> CirModel:
+def build_model(config: ModelConfig, with_stage2: bool = True) -> CirModel:
     """A randomly initialised model for `config` (train mode, as torch builds modules)."""
     stage1 = Stage1Model(config)
     stage2 = Stage2Model(config) if with_stage2 else None
     if stage2 is not None:
         stage2.embeddings_from(stage1)
     preprocess = ImagePreprocessor(config.vision.image_size, config.image_mean, config.image_std, config.pad_ratio)
-    return CirModel(config, stage1, stage2, default_tokenizer(), preprocess, name=name)
+    return CirModel(config, stage1, stage2, default_tokenizer(), preprocess)
 
 
 def create_model(
     name: str,
     checkpoint: CheckpointArg = None,
     *,
+    stage2_checkpoint: str | Path | None = None,
     stages: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
 ) -> CirModel:
-    """Build the registered model `name`, load `checkpoint` if given, and return it in eval mode.
+    """Build the registered model `name`, load its weights if given, and return it in eval mode on `device`.
 
     `checkpoint`: a cir safetensors file, a reference (`BLIP_Retrieval` / `BLIP_NLVR`) or LAVIS/BLIP checkpoint,
-    or a list of files (e.g. stage one and stage two saved apart).  `stages`: the parts to build; by default both
-    without a checkpoint, else the parts the checkpoint(s) hold.  A requested part the files lack, any missing or
-    unexpected key and any wrong shape raise FormatError naming the file and the keys.
+    or a list of files (stage one and stage two saved apart); `stage2_checkpoint` adds one more file.
+    `stages`: the parts to build.  By default both when no file is given, else exactly the parts the files hold
+    (weights are never silently random).  Naming the parts builds them all and loads what the files hold, so
+    `stages=("stage1", "stage2")` with a stage-one file starts a fresh stage two for training.
+    Any missing or unexpected key and any wrong shape raise FormatError naming the file and the keys.
     """
     config = get_model_config(name)
-    contents = _read_all(checkpoint)
+    extra = [stage2_checkpoint] if stage2_checkpoint is not None else []
+    contents = _read_all(checkpoint) + _read_all(extra)
     for item in contents:
         if item.config is not None:
             differences = config_differences(config, item.config)
@@ -116,11 +124,16 @@ def create_model(
                     f"{item.path}: saved for a model config that differs from {name!r} in "
                     f"{', '.join(differences)}; use load_model() to build the saved config"
                 )
-    return _assemble(config, name, contents, stages)
+    return _assemble(config, contents, stages).to(device)
 
 
-def load_model(checkpoint: str | Path | Sequence[str | Path], *, stages: Sequence[str] | None = None) -> CirModel:
-    """Build a model from the config stored in a cir checkpoint (useful for configs that are not registered)."""
+def load_model(
+    checkpoint: str | Path | Sequence[str | Path],
+    *,
+    stages: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+) -> CirModel:
+    """Build a model from the config stored in cir checkpoint(s) (for configs that are not registered)."""
     contents = _read_all(checkpoint)
     configured = [item for item in contents if item.config is not None]
     if not configured:
@@ -133,7 +146,7 @@ def load_model(checkpoint: str | Path | Sequence[str | Path], *, stages: Sequenc
         differences = config_differences(first.config, item.config)
         if differences:
             raise FormatError(f"{item.path} and {first.path} were saved for different configs ({', '.join(differences)})")
-    return _assemble(first.config, first.model_name or "", contents, stages)
+    return _assemble(first.config, contents, stages).to(device)
 
 
 def _read_all(checkpoint: CheckpointArg) -> list[CheckpointContents]:
@@ -143,24 +156,25 @@ def _read_all(checkpoint: CheckpointArg) -> list[CheckpointContents]:
     return [read_checkpoint(path) for path in paths]
 
 
-def _assemble(
-    config: ModelConfig, name: str, contents: list[CheckpointContents], stages: Sequence[str] | None
-) -> CirModel:
+def _assemble(config: ModelConfig, contents: list[CheckpointContents], stages: Sequence[str] | None) -> CirModel:
     held = [part for part in PARTS if any(part in item.parts for item in contents)]
-    wanted = tuple(stages) if stages is not None else (tuple(held) if contents else PARTS)
-    unknown = [part for part in wanted if part not in PARTS]
-    if unknown or "stage1" not in wanted:
-        raise ValueError(f"stages must include 'stage1' and be among {PARTS}, got {wanted}")
-    if contents:
-        absent = [part for part in wanted if part not in held]
-        if absent:
+    if stages is None:
+        stages = held if contents else PARTS
+        if contents and "stage1" not in held:
             files = ", ".join(str(item.path) for item in contents)
-            raise FormatError(f"{files}: no {' or '.join(absent)} weights (the files hold: {', '.join(held) or 'none'})")
-    model = build_model(config, name, with_stage2="stage2" in wanted)
+            raise FormatError(f"{files}: no stage-one weights (stage two needs stage one's text encoder for z_t)")
+    wanted = tuple(stages)
+    if "stage1" not in wanted or any(part not in PARTS for part in wanted):
+        raise ValueError(f"stages must include 'stage1' and be among {PARTS}, got {wanted}")
+    model = build_model(config, with_stage2="stage2" in wanted)
     apply_checkpoints(model, [_only(item, wanted) for item in contents])
+    fresh = [part for part in wanted if part not in held]
     if contents:
+        log.info("loaded %s (%s) from %s", config.name, "+".join(held), ", ".join(str(i.path) for i in contents))
+    if fresh and contents:
+        log.info("%s: %s randomly initialised (not in the checkpoint)", config.name, "+".join(fresh))
+    elif contents:
         model.weights_id = combined_hash([item.path for item in contents])
-        log.info("loaded %s (%s) from %s", name, "+".join(wanted), ", ".join(str(i.path) for i in contents))
     return model.eval()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..registry import Registry
 from .config import ModelConfig, TextConfig, VisionConfig
 
@@ -9,9 +11,10 @@ _configs: Registry[ModelConfig] = Registry("model")
 
 
 def register_model(name: str, config: ModelConfig) -> ModelConfig:
-    """Make `config` available to `create_model(name)`; a later registration under the same name replaces it."""
+    """Make `config` available to `create_model(name)` (stamped with `name`); re-registering a name replaces it."""
     if not isinstance(config, ModelConfig):
         raise TypeError(f"register_model({name!r}) needs a ModelConfig, got {type(config).__name__}")
+    config = replace(config, name=name)
     _configs.register(name, config)
     return config
 
