@@ -1,7 +1,7 @@
 """Checkpoint files: cir's own safetensors format, plus reading the reference work's and LAVIS/BLIP checkpoints.
 
-cir format: one safetensors file; keys are `stage1.<name>` / `stage2.<name>` (cir module names); metadata holds
-`cir_format`, the model name, its full config (JSON) and the parts the file holds.  Stage one and stage two may be
+cir format: one safetensors file; keys are `stage1.<name>` / `stage2.<name>` (cir module names); one metadata entry,
+`cir_checkpoint`, holds JSON with the format version, the model name, its full config and the parts the file holds.  Stage one and stage two may be
 saved to separate files and loaded together.  A stage-two table tied to stage one (`tie_stage2_word_embeddings`)
 is not written twice.
 
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CIR_FORMAT = "1"
+CIR_FORMAT = 1
+METADATA_KEY = "cir_checkpoint"
 PARTS = ("stage1", "stage2")
 TIED_STAGE2_KEY = "text_encoder.embeddings.word_embeddings.weight"
 REFERENCE_WRAPPERS = {"BLIP_Retrieval": "stage1", "BLIP_NLVR": "stage2"}
@@ -101,13 +102,9 @@ def save_checkpoint(
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             tensors[f"{part}.{key}"] = tensor.contiguous()
-    metadata = {
-        "format": "pt",
-        "cir_format": CIR_FORMAT,
-        "model": model.name,
-        "config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "parts": ",".join(parts),
-    }
+    header = {"format": CIR_FORMAT, "model": model.name, "parts": list(parts), "config": model.config.to_dict()}
+    # One metadata entry: safetensors writes several in a random order, which would make the file hash unstable.
+    metadata = {METADATA_KEY: json.dumps(header, sort_keys=True)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     log.info("saved %s of %s to %s", "+".join(parts), model.name, path)
@@ -200,40 +197,36 @@ def _existing(path: PathLike) -> Path:
 
 
 def _read_safetensors(path: Path) -> CheckpointContents:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if "cir_format" not in metadata:
+    if METADATA_KEY not in metadata:
         stage = REFERENCE_WRAPPERS.get(metadata.get("class", ""), reference_stage(tensors))
         return _reference_contents(path, tensors, stage, "reference")
-    return _cir_contents(path, tensors, metadata)
+    return _cir_contents(path, tensors, metadata[METADATA_KEY])
 
 
-def _cir_contents(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> CheckpointContents:
-    if metadata["cir_format"] != CIR_FORMAT:
-        raise FormatError(f"{path}: cir checkpoint format {metadata['cir_format']!r}, this cir reads {CIR_FORMAT!r}")
+def _cir_contents(path: Path, tensors: dict[str, torch.Tensor], header_json: str) -> CheckpointContents:
     try:
-        config_data = json.loads(metadata["config"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: cir checkpoint without a readable 'config' metadata entry") from exc
-    config = ModelConfig.from_dict(config_data, source=f"{path} metadata 'config'")
-    parts: dict[str, dict[str, torch.Tensor]] = {
-        part: {} for part in metadata.get("parts", "").split(",") if part
-    }
+        header = json.loads(header_json)
+        version, config_data, declared = header["format"], header["config"], header["parts"]
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: unreadable {METADATA_KEY!r} metadata ({exc})") from exc
+    if version != CIR_FORMAT:
+        raise FormatError(f"{path}: cir checkpoint format {version!r}, this cir reads format {CIR_FORMAT}")
+    config = ModelConfig.from_dict(config_data, source=f"{path} metadata")
+    parts: dict[str, dict[str, torch.Tensor]] = {part: {} for part in declared if part in PARTS}
     for key, tensor in tensors.items():
         part, _, name = key.partition(".")
         if part not in parts:
             raise FormatError(f"{path}: key {key!r} is not under a declared part ({', '.join(parts)})")
         parts[part][name] = tensor
-    return CheckpointContents(path, "cir", parts, model_name=metadata.get("model"), config=config)
+    return CheckpointContents(path, "cir", parts, model_name=header.get("model"), config=config)
 
 
 def _read_torch(path: Path) -> CheckpointContents:
