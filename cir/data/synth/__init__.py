@@ -1,0 +1,10 @@
+"""A generated composed-image-retrieval benchmark in the CIRR layout: the offline default of cir.
+
+Scenes of coloured shapes on a 3x3 grid, modification texts with a known meaning, and per query an img_set of
+near-duplicates; see `generate` for the files written.
+"""
+
+from .generate import SIZES, ensure_synthetic, generate, is_complete, load_metadata
+from .oracle import oracle_run
+
+__all__ = ["SIZES", "ensure_synthetic", "generate", "is_complete", "load_metadata", "oracle_run"]

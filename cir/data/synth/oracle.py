@@ -1,0 +1,29 @@
+"""The oracle run of a synthetic split, built from metadata.json: proof that the evaluation can reach 100."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import DatasetNotFoundError
+from ...types import Ranking, Run
+from .generate import load_metadata
+
+
+def oracle_run(root: Path, split: str, depth: int | None = 100) -> Run:
+    """Per query (id = str(pairid)): the target, then the other img_set members, then the rest of the split's
+    gallery in name order; the reference is left out (CIRR protocol). Truncated to `depth` (None: whole gallery)."""
+    metadata = load_metadata(root)
+    splits = metadata["splits"]
+    if split not in splits:
+        raise DatasetNotFoundError(f"{Path(root) / 'metadata.json'}: no split {split!r} (have: {', '.join(splits)})")
+    gallery = sorted(splits[split]["scenes"])
+    img_sets = splits[split]["img_sets"]
+    rankings = []
+    for query_id, query in splits[split]["queries"].items():
+        first = [query["target"]] + [m for m in img_sets[str(query["img_set"])] if m != query["target"]]
+        first = [name for name in first if name != query["reference"]]
+        chosen = set(first) | {query["reference"]}
+        ids = first + [name for name in gallery if name not in chosen]
+        ids = ids[:depth] if depth is not None else ids
+        rankings.append(Ranking(query_id, ids, [float(len(ids) - rank) for rank in range(len(ids))]))
+    return Run(rankings, name=f"oracle-synth-{split}")
