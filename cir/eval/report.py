@@ -85,10 +85,10 @@ def build_table(
 def render_report(
     title: str, rows: Rows, caption: str, extra_columns: Sequence[str] = ()
 ) -> Table:
-    """One row per system, one column per metric (best value in bold), then the extra columns."""
+    """One row per system, one column per metric (the best of several values in bold), then the extra columns."""
     columns = report_columns(rows, extra_columns)
-    metrics = [c for c in columns if c not in extra_columns]
-    best = {c: max(r[c] for r in rows.values() if c in r) for c in metrics} if len(rows) > 1 else {}
+    compared = {c: [r[c] for r in rows.values() if c in r] for c in columns if c not in extra_columns}
+    best = {c: max(values) for c, values in compared.items() if len(values) > 1}
     body = {}
     for label, values in rows.items():
         cells = []
