@@ -1,17 +1,19 @@
 """The Benchmark: one split's queries, gallery, ground truth and scoring protocol, and `load_benchmark`.
 
 Scoring lives in `cir.eval` (validation, metrics); a Benchmark only holds what the protocol needs and hands itself to
-those functions, so every system, ours or not, is judged by the same code.
+those functions, so every system, ours or not, is judged by the same code. (They are imported inside the methods
+because `cir.eval` imports this module.)
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Container, Mapping
 
 import numpy as np
 
@@ -19,7 +21,10 @@ from ..errors import CirError, DatasetNotFoundError, FormatError
 from ..io import read_json
 from ..types import Gallery, Query, Run
 
+log = logging.getLogger(__name__)
+
 BENCHMARK_NAMES = ("cirr", "fashioniq", "circo")
+DISPLAY_NAMES = {"cirr": "CIRR", "fashioniq": "FashionIQ", "circo": "CIRCO"}
 
 
 @dataclass
@@ -76,9 +81,6 @@ class Benchmark:
         return {name: float(values.mean()) for name, values in self.per_query(run).items()}
 
 
-DISPLAY_NAMES = {"cirr": "CIRR", "fashioniq": "FashionIQ", "circo": "CIRCO"}
-
-
 def load_benchmark(
     name: str,
     root: str | os.PathLike | None,
@@ -91,8 +93,8 @@ def load_benchmark(
     if name == "cirr":
         from .cirr import load_cirr
 
-        return load_cirr(root, split, release=release, image_root=image_root)
-    if name == "fashioniq":
+        benchmark = load_cirr(root, split, release=release, image_root=image_root)
+    elif name == "fashioniq":
         from .fashioniq import load_fashioniq
 
         if category is None:
@@ -100,12 +102,15 @@ def load_benchmark(
                 "FashionIQ is scored per category: give a category (dress, shirt, toptee), "
                 "or use cir.data.load_fashioniq_categories for all three"
             )
-        return load_fashioniq(root, split, category, image_root=image_root)
-    if name == "circo":
+        benchmark = load_fashioniq(root, split, category, image_root=image_root)
+    elif name == "circo":
         from .circo import load_circo
 
-        return load_circo(root, split, image_root=image_root)
-    raise CirError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARK_NAMES)})")
+        benchmark = load_circo(root, split, image_root=image_root)
+    else:
+        raise CirError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARK_NAMES)})")
+    log.info("%s: %d queries, %d gallery images", benchmark.label, len(benchmark.queries), len(benchmark.gallery))
+    return benchmark
 
 
 def dataset_root(root: str | os.PathLike | None, what: str, hint: str) -> Path:
@@ -149,6 +154,19 @@ def string_list(entry: Any, key: str, where: str) -> list[str]:
     if not all(isinstance(v, str) for v in values):
         raise FormatError(f"{where}: field {key!r} should be a list of strings")
     return values
+
+
+def require_known(image: str, field: str, known: Container[str], where: str, listing: str) -> None:
+    """An annotation that names an image its split does not list is a broken file."""
+    if image not in known:
+        raise FormatError(f"{where}: {field} {image!r} is not in {listing}")
+
+
+def require_all_or_none(found: Mapping[str, object], queries: list[Query], field: str, path: Path) -> None:
+    """Ground truth on some entries only is a broken file, not a split without ground truth."""
+    if found and len(found) != len(queries):
+        lacking = next(q.id for q in queries if q.id not in found)
+        raise FormatError(f"{path}: query {lacking} has no {field!r}, unlike the others")
 
 
 def scan_images(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

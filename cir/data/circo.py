@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import FormatError
 from ..io import read_json
 from ..types import Gallery, Query
-from .benchmark import Benchmark, dataset_root, entry_field, read_entry_list, scan_images
+from .benchmark import Benchmark, dataset_root, entry_field, read_entry_list, require_all_or_none, scan_images
 
 HINT = (
     "Put the CIRCO annotations there: annotations/<split>.json from https://github.com/miccunifi/CIRCO; "
@@ -69,9 +69,7 @@ def load_circo(
             targets[query_id] = [str(i) for i in ground_truth]
     if len({q.id for q in queries}) != len(queries):
         raise FormatError(f"{path}: a query id appears twice")
-    if targets and len(targets) != len(queries):
-        lacking = next(q.id for q in queries if q.id not in targets)
-        raise FormatError(f"{path}: query {lacking} has no 'gt_img_ids', unlike the others")
+    require_all_or_none(targets, queries, "gt_img_ids", path)
 
     if len(gallery):
         scope = f"COCO 2017 unlabeled ({len(gallery):,} images)"

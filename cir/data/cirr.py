@@ -13,7 +13,16 @@ from pathlib import Path
 
 from ..errors import CirError, DatasetNotFoundError, FormatError
 from ..types import Gallery, Query
-from .benchmark import Benchmark, dataset_root, entry_field, read_annotation, read_entry_list, string_list
+from .benchmark import (
+    Benchmark,
+    dataset_root,
+    entry_field,
+    read_annotation,
+    read_entry_list,
+    require_all_or_none,
+    require_known,
+    string_list,
+)
 
 HINT = (
     "Put the CIRR annotations there: captions/cap.rc2.<split>.json and image_splits/split.rc2.<split>.json "
@@ -22,6 +31,7 @@ HINT = (
 RECALL_AT = (1, 5, 10, 50)
 RECALL_SUBSET_AT = (1, 2, 3)
 TOP_K = 50
+SPLIT_LISTING = "the split's image_splits file"
 
 
 def detect_release(root: Path, split: str) -> str:
@@ -75,17 +85,17 @@ def load_cirr(
             raise FormatError(f"{where}: pairid {pairid} appears twice")
         seen.add(pairid)
         reference = entry_field(entry, "reference", str, where)
-        _check_in_split(reference, "reference", image_split, where)
+        require_known(reference, "reference", image_split, where, SPLIT_LISTING)
         queries.append(Query(pairid, reference, entry_field(entry, "caption", str, where)))
         if "target_hard" in entry:
             target = entry_field(entry, "target_hard", str, where)
-            _check_in_split(target, "target_hard", image_split, where)
+            require_known(target, "target_hard", image_split, where, SPLIT_LISTING)
             targets[pairid] = [target]
         if "img_set" in entry:
             members = string_list(entry_field(entry, "img_set", dict, where), "members", f"{where}: img_set")
             subsets[pairid] = [m for m in members if m != reference]
-    _require_all_or_none(targets, queries, "target_hard", captions_path)
-    _require_all_or_none(subsets, queries, "img_set", captions_path)
+    require_all_or_none(targets, queries, "target_hard", captions_path)
+    require_all_or_none(subsets, queries, "img_set", captions_path)
 
     has_subsets = bool(subsets)
     metric_names = [f"recall@{k}" for k in RECALL_AT]
@@ -109,15 +119,3 @@ def load_cirr(
         metric_names=metric_names,
         headline_of=("recall@5", "recall_subset@1") if has_subsets else (),
     )
-
-
-def _check_in_split(image: str, field: str, image_split: dict[str, str], where: str) -> None:
-    if image not in image_split:
-        raise FormatError(f"{where}: {field} {image!r} is not in the split's image_splits file")
-
-
-def _require_all_or_none(found: dict[str, list[str]], queries: list[Query], field: str, path: Path) -> None:
-    """A field present on some entries only is a broken file, not a split without ground truth."""
-    if found and len(found) != len(queries):
-        lacking = next(q.id for q in queries if q.id not in found)
-        raise FormatError(f"{path}: entry with pairid {lacking} has no {field!r}, unlike the others")

@@ -11,9 +11,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import CirError, FormatError
 from ..types import IMAGE_SUFFIXES, Gallery, Query
-from .benchmark import Benchmark, dataset_root, entry_field, read_annotation, read_entry_list, scan_images, string_list
+from .benchmark import (
+    Benchmark,
+    dataset_root,
+    entry_field,
+    read_annotation,
+    read_entry_list,
+    require_all_or_none,
+    require_known,
+    scan_images,
+    string_list,
+)
 
 CATEGORIES = ("dress", "shirt", "toptee")
 HINT = (
@@ -25,6 +35,7 @@ RECALL_AT = (1, 5, 10, 50)
 REPORTED = ("recall@10", "recall@50")
 TOP_K = 100
 DEFAULT_SUFFIX = ".png"
+SPLIT_LISTING = "the category's image_splits file"
 
 
 def join_captions(first: str, second: str) -> str:
@@ -46,7 +57,7 @@ def load_fashioniq(
 ) -> Benchmark:
     """Read one category's split; images default to `<root>/images`."""
     if category not in CATEGORIES:
-        raise FormatError(f"unknown FashionIQ category {category!r} (known: {', '.join(CATEGORIES)})")
+        raise CirError(f"unknown FashionIQ category {category!r} (known: {', '.join(CATEGORIES)})")
     root = dataset_root(root, "FashionIQ", HINT)
     captions_path = root / "captions" / f"cap.{category}.{split}.json"
     entries = read_entry_list(captions_path, HINT)
@@ -65,15 +76,13 @@ def load_fashioniq(
         captions = string_list(entry, "captions", where)
         if len(captions) != 2:
             raise FormatError(f"{where}: expected 2 captions, got {len(captions)}")
-        _check_in_gallery(reference, "candidate", gallery, where)
+        require_known(reference, "candidate", gallery, where, SPLIT_LISTING)
         queries.append(Query(str(index), reference, join_captions(*captions)))
         if "target" in entry:
             target = entry_field(entry, "target", str, where)
-            _check_in_gallery(target, "target", gallery, where)
+            require_known(target, "target", gallery, where, SPLIT_LISTING)
             targets[str(index)] = [target]
-    if targets and len(targets) != len(queries):
-        lacking = next(q.id for q in queries if q.id not in targets)
-        raise FormatError(f"{captions_path}: entry {lacking} has no 'target', unlike the others")
+    require_all_or_none(targets, queries, "target", captions_path)
 
     return Benchmark(
         name="fashioniq",
@@ -100,8 +109,3 @@ def load_fashioniq_categories(
 ) -> dict[str, Benchmark]:
     """The three category benchmarks of a split, by category (images of all three share one folder)."""
     return {c: load_fashioniq(root, split, c, image_root=image_root) for c in CATEGORIES}
-
-
-def _check_in_gallery(image: str, field: str, gallery: Gallery, where: str) -> None:
-    if image not in gallery:
-        raise FormatError(f"{where}: {field} {image!r} is not in the category's image_splits file")
