@@ -51,8 +51,7 @@ class CheckpointContents:
     source: str  # "cir", "reference" or "lavis"
     parts: dict[str, dict[str, torch.Tensor]]
     origin: dict[str, dict[str, str]] = field(default_factory=dict)  # part -> cir key -> key in the file
-    model_name: str | None = None
-    config: ModelConfig | None = None
+    config: ModelConfig | None = None  # cir checkpoints carry the config they were saved with
 
 
 def checkpoint_hash(path: PathLike) -> str:
@@ -119,10 +118,17 @@ def read_checkpoint(path: PathLike) -> CheckpointContents:
     return _read_torch(path)
 
 
+def read_checkpoints(checkpoint: PathLike | Sequence[PathLike] | None) -> list[CheckpointContents]:
+    """`read_checkpoint` for one path, a list of paths, or None (nothing)."""
+    if checkpoint is None:
+        return []
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    return [read_checkpoint(path) for path in paths]
+
+
 def load_checkpoint(model: "CirModel", checkpoint: PathLike | Sequence[PathLike]) -> list[CheckpointContents]:
     """Load one file or several (e.g. stage one and stage two apart) into `model`; returns what was read."""
-    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    contents = [read_checkpoint(path) for path in paths]
+    contents = read_checkpoints(checkpoint)
     apply_checkpoints(model, contents)
     return contents
 
@@ -226,7 +232,7 @@ def _cir_contents(path: Path, tensors: dict[str, torch.Tensor], header_json: str
         if part not in parts:
             raise FormatError(f"{path}: key {key!r} is not under a declared part ({', '.join(parts)})")
         parts[part][name] = tensor
-    return CheckpointContents(path, "cir", parts, model_name=header.get("model"), config=config)
+    return CheckpointContents(path, "cir", parts, config=config)
 
 
 def _read_torch(path: Path) -> CheckpointContents:

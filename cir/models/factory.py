@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError
-from .checkpoint import PARTS, CheckpointContents, apply_checkpoints, combined_hash, read_checkpoint
+from .checkpoint import PARTS, CheckpointContents, apply_checkpoints, combined_hash, read_checkpoints
 from .config import ModelConfig, config_differences
 from .preprocess import ImagePreprocessor
 from .registry import get_model_config
@@ -114,8 +114,7 @@ def create_model(
     Any missing or unexpected key and any wrong shape raise FormatError naming the file and the keys.
     """
     config = get_model_config(name)
-    extra = [stage2_checkpoint] if stage2_checkpoint is not None else []
-    contents = _read_all(checkpoint) + _read_all(extra)
+    contents = read_checkpoints(checkpoint) + read_checkpoints(stage2_checkpoint)
     for item in contents:
         if item.config is not None:
             differences = config_differences(config, item.config)
@@ -134,7 +133,9 @@ def load_model(
     device: torch.device | str = "cpu",
 ) -> CirModel:
     """Build a model from the config stored in cir checkpoint(s) (for configs that are not registered)."""
-    contents = _read_all(checkpoint)
+    contents = read_checkpoints(checkpoint)
+    if not contents:
+        raise ValueError("load_model needs at least one checkpoint file")
     configured = [item for item in contents if item.config is not None]
     if not configured:
         raise FormatError(
@@ -147,13 +148,6 @@ def load_model(
         if differences:
             raise FormatError(f"{item.path} and {first.path} were saved for different configs ({', '.join(differences)})")
     return _assemble(first.config, contents, stages).to(device)
-
-
-def _read_all(checkpoint: CheckpointArg) -> list[CheckpointContents]:
-    if checkpoint is None:
-        return []
-    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    return [read_checkpoint(path) for path in paths]
 
 
 def _assemble(config: ModelConfig, contents: list[CheckpointContents], stages: Sequence[str] | None) -> CirModel:
@@ -171,14 +165,14 @@ def _assemble(config: ModelConfig, contents: list[CheckpointContents], stages: S
     fresh = [part for part in wanted if part not in held]
     if contents:
         log.info("loaded %s (%s) from %s", config.name, "+".join(held), ", ".join(str(i.path) for i in contents))
-    if fresh and contents:
-        log.info("%s: %s randomly initialised (not in the checkpoint)", config.name, "+".join(fresh))
-    elif contents:
-        model.weights_id = combined_hash([item.path for item in contents])
+        if fresh:
+            log.info("%s: %s randomly initialised (not in the checkpoint)", config.name, "+".join(fresh))
+        else:
+            model.weights_id = combined_hash([item.path for item in contents])
     return model.eval()
 
 
 def _only(item: CheckpointContents, parts: Sequence[str]) -> CheckpointContents:
     """The contents restricted to the parts being built (stage two of a file can be left out on request)."""
     kept = {part: state for part, state in item.parts.items() if part in parts}
-    return CheckpointContents(item.path, item.source, kept, item.origin, item.model_name, item.config)
+    return CheckpointContents(item.path, item.source, kept, item.origin, item.config)
