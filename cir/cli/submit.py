@@ -39,10 +39,11 @@ def submit(args: argparse.Namespace) -> int:
     if args.check:
         for path in args.check:
             holds = check_submission_file(benchmark, path)
-            console.print(f"[green]ok[/] {path}: {holds} for all {len(benchmark.queries):,} queries of {benchmark.label}")
+            summary = f"{holds} for all {len(benchmark.queries):,} queries of {benchmark.label}"
+            console.print(f"[green]ok[/] {path}: {summary}", soft_wrap=True)
         return 0
     run = Run.load(args.run)
     run.name = args.run
     for path in write_submission(benchmark, run, args.out):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)
     return 0
