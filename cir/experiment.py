@@ -12,7 +12,7 @@ from .config import Config
 from .errors import CirError
 from .pipeline import Pipeline
 from .registry import rerankers, retrievers
-from .types import Run
+from .types import Ranking, Run
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,19 @@ class Evaluation:
     index_seconds: float = 0.0
 
 
+def run_for_file(run: Run, benchmark, depth: int = 100) -> Run:
+    """A full-depth run cut to `depth`, each query's subset members appended in their ranked order, so that
+    re-scoring the file (`cir score`) gives exactly the metrics computed on the full run."""
+    subsets = benchmark.subsets or {}
+    out = Run(name=run.name)
+    for qid, ranking in run.items():
+        head = ranking.top(depth)
+        members = set(subsets.get(qid, ())) - set(head.ids)
+        tail = [(i, s) for i, s in zip(ranking.ids[depth:], ranking.scores[depth:]) if i in members]
+        out[qid] = Ranking(qid, head.ids + [i for i, _ in tail], head.scores + [s for _, s in tail])
+    return out
+
+
 def evaluate(cfg: Config, split: str | None = None) -> Evaluation:
     benchmark = open_benchmark(cfg, split)
     model = load_model(cfg)
@@ -82,7 +95,7 @@ def evaluate(cfg: Config, split: str | None = None) -> Evaluation:
     index_seconds = time.perf_counter() - start
     encoders = [pipeline.retriever.encoder] + ([pipeline.reranker.encoder] if pipeline.reranker else [])
     encoded = sum(e.features.encoded for e in encoders)
-    runs = pipeline.run(benchmark.queries, pipeline.k)
+    runs = pipeline.run(benchmark.queries, pipeline.k, depth=len(benchmark.gallery))
     result = Evaluation(benchmark, runs, images_encoded=encoded, index_seconds=index_seconds)
     if benchmark.targets is not None:
         for stage, run in runs.items():

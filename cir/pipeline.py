@@ -111,10 +111,16 @@ class Pipeline:
             self.reranker.index(gallery)
         return self
 
-    def run(self, queries: Sequence[Query], k: int | None = None, rerank: bool = True) -> dict[str, Run]:
-        """Both stages over a batch: {"stage1": Run, "stage2": Run} (stage2 only with a reranker), timed per stage."""
+    def run(
+        self, queries: Sequence[Query], k: int | None = None, depth: int | None = None, rerank: bool = True
+    ) -> dict[str, Run]:
+        """Both stages over a batch: {"stage1": Run, "stage2": Run} (stage2 only with a reranker), timed per stage.
+
+        Stage one ranks `depth` candidates (at least k and the cut-off); stage two reorders the first `self.k` and
+        keeps the rest in stage-one order, so a full-depth run still ranks every gallery image.
+        """
         k = self.k if k is None else k
-        depth = max(k, self.k) if self.reranker is not None and rerank else k
+        depth = max(k, self.k, depth or 0)
         self.times = StageTimes(queries=len(queries))
         start = time.perf_counter()
         first = self.retriever.search(queries, depth + 1 if self.exclude_reference else depth)

@@ -48,15 +48,17 @@ def show_evaluation(cfg, result):
 
 def write_outputs(out: Path, result) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    from ..experiment import run_for_file
+
     for stage, run in result.runs.items():
-        run.save(out / f"run.{stage}.json")
+        run_for_file(run, result.benchmark).save(out / f"run.{stage}.json")
     if result.metrics:
         write_json(out / "metrics.json", result.metrics)
     b = result.benchmark
     if b.targets is None and b.name == "cirr":
-        from ..eval.submission import write_cirr_submission
+        from ..eval.submission import write_submission
 
         final = result.runs.get("stage2", result.runs["stage1"])
-        for path in write_cirr_submission(b, final, out):
+        for path in write_submission(b, final, out):
             console.print(f"wrote {path}")
     console.print(f"wrote {out}/")

@@ -32,7 +32,8 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
         raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
-    model = create_model(cfg.model.name, checkpoint=stage1_path)
+    stages = ("stage1",) if stage == "sparse" else ("stage1", "stage2")
+    model = create_model(cfg.model.name, checkpoint=stage1_path, stages=stages)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
         from .train_sparse import SparseTask

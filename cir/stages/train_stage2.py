@@ -56,9 +56,29 @@ def _mine(query_emb: torch.Tensor, image_emb: torch.Tensor, data: TripletData, d
     return mined
 
 
+@torch.no_grad()
 def init_stage2_from_stage1(model) -> None:
-    """Start both stage-two branches from stage one's text encoder, so the reranker begins as a grounded reader."""
-    model.stage2.init_from_stage1(model.stage1)
+    """Start both stage-two branches from stage one's text encoder, so the reranker begins as a grounded reader.
+
+    Per layer, self0/self1 and dense0/dense1 copy stage one's attention, LayerNormA/B its LayerNorm, the shared FFN
+    its FFN; a concat merge layer starts as the average of the two branches.
+    """
+    text1, text2 = model.stage1.text_encoder, model.stage2.text_encoder
+    text2.embeddings.load_state_dict(text1.embeddings.state_dict(), strict=False)
+    for layer1, layer2 in zip(text1.encoder.layer, text2.encoder.layer):
+        for name in ("attention", "crossattention"):
+            one, two = getattr(layer1, name), getattr(layer2, name)
+            for branch in "01":
+                getattr(two, f"self{branch}").load_state_dict(one.self.state_dict())
+                getattr(two.output, f"dense{branch}").load_state_dict(one.output.dense.state_dict())
+            for norm in ("LayerNormA", "LayerNormB"):
+                getattr(two.output, norm).load_state_dict(one.output.LayerNorm.state_dict())
+            if hasattr(two.output, "merge_layer"):
+                hidden = two.output.merge_layer.out_features
+                two.output.merge_layer.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], 1) / 2)
+                two.output.merge_layer.bias.zero_()
+        layer2.intermediate.load_state_dict(layer1.intermediate.state_dict())
+        layer2.output.load_state_dict(layer1.output.state_dict())
 
 
 class Stage2Task:
