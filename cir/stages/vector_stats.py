@@ -1,15 +1,25 @@
-"""Synthetic gallery vectors and sparse-vector statistics, for tests and the stage-one speed benchmark.
+"""Synthetic gallery vectors, sparse-vector statistics and the stage-one speed benchmark (sparse vs dense).
 
 The synthetic sparse vectors imitate learned sparse retrieval output: each row has about `nnz_mean` distinct terms
 drawn from a Zipf-like distribution over the vocabulary (a few very common terms, a long tail) with positive weights
 shaped like `log(1 + relu(x))`. Real vectors differ, so measured speeds are indicative, not promises.
+
+Run the benchmark with `python -m cir.stages.vector_stats --help`.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import time
+from typing import Callable
+
+import faiss
 import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 BERT_VOCAB_SIZE = 30_522
 _ROWS_PER_CHUNK = 50_000
@@ -95,3 +105,141 @@ def synthetic_dense(n: int, dim: int = 256, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors
+
+
+def expected_flops(query_matrix: sp.spmatrix, doc_matrix: sp.spmatrix) -> float:
+    """Expected multiply-adds per query-image pair of a sparse inner product: sum over terms of p_q(t) * p_d(t).
+
+    p_q(t) and p_d(t) are the fractions of queries and of images holding term t (the FLOPs measure of learned
+    sparse retrieval, Paria et al. 2020, which SPLADE-style training regularises). Times the gallery size, it is
+    the work an exact inverted index does per query; a dense index does `dim` per pair.
+    """
+    def term_rates(matrix: sp.spmatrix) -> np.ndarray:
+        matrix = sp.csr_matrix(matrix)
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        return np.bincount(matrix.indices, minlength=matrix.shape[1]) / max(1, matrix.shape[0])
+
+    if query_matrix.shape[1] != doc_matrix.shape[1]:
+        raise ValueError(f"queries have {query_matrix.shape[1]} terms, images {doc_matrix.shape[1]}")
+    return float(term_rates(query_matrix) @ term_rates(doc_matrix))
+
+
+def _ms_per_query(search: Callable[[], object], n_queries: int) -> float:
+    start = time.perf_counter()
+    search()
+    return (time.perf_counter() - start) * 1000 / n_queries
+
+
+def _one_at_a_time(search: Callable[[object, int], object], queries: object, n: int, k: int) -> Callable[[], None]:
+    return lambda: [search(queries[i : i + 1], k) for i in range(n)]
+
+
+def benchmark_stage_one(
+    images: int = 1_000_000,
+    queries: int = 200,
+    single_queries: int = 20,
+    k: int = 100,
+    dim: int = 256,
+    vocab: int = BERT_VOCAB_SIZE,
+    image_terms: float = 50,
+    query_terms: float = 25,
+    zipf_a: float = 1.0,
+    threads: int = 1,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Time exact sparse search (SparseIndex, csr) against exact dense search (DenseIndex, flat) on synthetic data.
+
+    Milliseconds per query one query at a time (`single_queries` calls) and for a batch of `queries` in one call,
+    with `threads` FAISS threads (the sparse search runs on one); index sizes in bytes. For batches, FAISS uses its
+    own scan below `distance_compute_blas_threshold` queries and BLAS above: both paths are timed.
+    """
+    from .dense_index import DenseIndex
+    from .sparse_index import SparseIndex
+
+    threads_before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    ids = [str(i) for i in range(images)]
+    report: dict[str, float] = {"images": images, "queries": queries, "k": k, "dim": dim, "threads": threads, "zipf_a": zipf_a}
+    try:
+        gallery = synthetic_sparse(images, vocab, image_terms, zipf_a, seed=seed)
+        sparse_queries = synthetic_sparse(queries, vocab, query_terms, zipf_a, seed=seed + 1)
+        report["expected_flops"] = expected_flops(sparse_queries, gallery)
+        report["image_terms_mean"] = gallery.nnz / images
+        report["query_terms_mean"] = sparse_queries.nnz / queries
+        start = time.perf_counter()
+        sparse_index = SparseIndex.build(gallery, ids)
+        report["sparse_build_s"] = time.perf_counter() - start
+        del gallery
+        report["sparse_bytes"] = sparse_index.nbytes
+        log.info("sparse index built: %d non-zeros, %.0f MB", sparse_index.nnz, sparse_index.nbytes / 1e6)
+        report["sparse_single_ms"] = _ms_per_query(_one_at_a_time(sparse_index.search, sparse_queries, single_queries, k), single_queries)
+        report["sparse_batch_ms"] = _ms_per_query(lambda: sparse_index.search(sparse_queries, k), queries)
+        del sparse_index
+
+        dense_queries = synthetic_dense(queries, dim, seed=seed + 1)
+        start = time.perf_counter()
+        dense_index = DenseIndex.build(synthetic_dense(images, dim, seed=seed), ids, threads=threads)
+        report["dense_build_s"] = time.perf_counter() - start
+        report["dense_bytes"] = dense_index.nbytes
+        report["dense_single_ms"] = _ms_per_query(_one_at_a_time(dense_index.search, dense_queries, single_queries, k), single_queries)
+        report["dense_batch_ms"] = _ms_per_query(lambda: dense_index.search(dense_queries, k), queries)
+        blas_threshold = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 1
+        try:
+            report["dense_batch_blas_ms"] = _ms_per_query(lambda: dense_index.search(dense_queries, k), queries)
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = blas_threshold
+    finally:
+        faiss.omp_set_num_threads(threads_before)
+    report["speedup_single"] = report["dense_single_ms"] / report["sparse_single_ms"]
+    report["speedup_batch"] = min(report["dense_batch_ms"], report["dense_batch_blas_ms"]) / report["sparse_batch_ms"]
+    report["size_ratio"] = report["dense_bytes"] / report["sparse_bytes"]
+    return report
+
+
+def _print_report(report: dict[str, float]) -> None:
+    from rich.table import Table
+
+    from ..cli.console import console
+
+    table = Table(title=f"Stage-one speed: {report['images']:,} images, k={report['k']}, {report['threads']} FAISS thread(s)")
+    table.add_column("measure")
+    table.add_column("sparse (csr, exact)", justify="right")
+    table.add_column("dense (faiss flat, exact)", justify="right")
+    table.add_column("dense / sparse", justify="right")
+    table.add_row("ms per query, one at a time", f"{report['sparse_single_ms']:.1f}", f"{report['dense_single_ms']:.1f}",
+                  f"{report['speedup_single']:.1f}x")
+    table.add_row(f"ms per query, batch of {report['queries']}", f"{report['sparse_batch_ms']:.1f}",
+                  f"{report['dense_batch_ms']:.1f} (BLAS path {report['dense_batch_blas_ms']:.1f})", f"{report['speedup_batch']:.1f}x")
+    table.add_row("index size (MB)", f"{report['sparse_bytes'] / 1e6:.0f}", f"{report['dense_bytes'] / 1e6:.0f}",
+                  f"{report['size_ratio']:.1f}x")
+    table.add_row("build (s)", f"{report['sparse_build_s']:.1f}", f"{report['dense_build_s']:.1f}", "")
+    table.add_row("work per query-image pair", f"{report['expected_flops']:.2f} FLOPs", f"{report['dim']} FLOPs", "")
+    console.print(table)
+    console.print(f"terms per image {report['image_terms_mean']:.1f}, per query {report['query_terms_mean']:.1f}, "
+                  f"Zipf exponent {report['zipf_a']}; the batch ratio uses the faster dense path")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cir.stages.vector_stats", description=benchmark_stage_one.__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200, help="queries in the batched measurement")
+    parser.add_argument("--single-queries", type=int, default=20, help="queries searched one at a time")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--image-terms", type=float, default=50)
+    parser.add_argument("--query-terms", type=float, default=25)
+    parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of term frequencies")
+    parser.add_argument("--threads", type=int, default=1, help="FAISS threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _print_report(benchmark_stage_one(
+        images=args.images, queries=args.queries, single_queries=args.single_queries, k=args.k, dim=args.dim,
+        image_terms=args.image_terms, query_terms=args.query_terms, zipf_a=args.zipf, threads=args.threads, seed=args.seed,
+    ))
+
+
+if __name__ == "__main__":
+    main()
