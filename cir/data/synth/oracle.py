@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from ...errors import DatasetNotFoundError
 from ...types import Ranking, Run
-from .generate import load_metadata
+from .writer import load_metadata
 
 
 def oracle_run(root: Path, split: str, depth: int | None = 100) -> Run:
@@ -23,7 +24,8 @@ def oracle_run(root: Path, split: str, depth: int | None = 100) -> Run:
         first = [query["target"]] + [m for m in img_sets[str(query["img_set"])] if m != query["target"]]
         first = [name for name in first if name != query["reference"]]
         chosen = set(first) | {query["reference"]}
-        ids = first + [name for name in gallery if name not in chosen]
-        ids = ids[:depth] if depth is not None else ids
+        rest = (name for name in gallery if name not in chosen)
+        ids = first + list(rest if depth is None else islice(rest, max(0, depth - len(first))))
+        ids = ids if depth is None else ids[:depth]
         rankings.append(Ranking(query_id, ids, [float(len(ids) - rank) for rank in range(len(ids))]))
     return Run(rankings, name=f"oracle-synth-{split}")

@@ -1,10 +1,10 @@
 """The structure of one split: which scenes exist, which queries link them, and each query's img_set.
 
 A group is six distinct scenes around one target T: a reference R one edit (or a two-edit compound) away, and four
-hard negatives one edit from T. A single-edit group carries two queries (R -> T and N -> T for one negative N, whose
-img_set is the same six scenes); a compound group carries one, and its negatives start with the two half-done
-states (only one of the two edits applied). Distractors are one edit from a query's reference, so the reference
-alone cannot find the target. Scene keys are unique within the split, so every query has exactly one target.
+hard negatives one edit from T. A single-edit group carries three queries (R -> T, and N -> T for two negatives N,
+all with the same img_set: every member but T is one edit from T); a compound group carries one, and its negatives
+start with the two half-done states (only one of the two edits applied). Distractors, three per group in the
+evaluation splits, are one edit from a query's reference, so the reference alone cannot find the target. Scene keys are unique within the split, so every query has exactly one target.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from .edits import Edit, Modification, all_cells_touched, apply, apply_all, edit
 from .phrasing import describe
 from .scene import Scene, random_scene
 
-COMPOUND_FRACTION = 0.3
+COMPOUND_FRACTION = 0.45  # of groups; a compound group has one query, so about 21% of queries are compounds
+QUERIES_PER_SINGLE_EDIT_GROUP = 3
 IMG_SET_SIZE = 6
 FOCUS_PROBABILITY = 0.6  # how often a negative edits an object the modification touched
 MAX_TRIES = 200
@@ -137,8 +138,7 @@ class _SplitBuilder:
         members = [names[index] for index in order]
         self._query(names[0], names[1], group.modification, members)
         references = [group.reference]
-        if queries > 1:
-            negative = self.rng.randrange(2, IMG_SET_SIZE)
+        for negative in self.rng.sample(range(2, IMG_SET_SIZE), queries - 1):
             step: Edit = edit_between(scenes[negative], group.target)
             self._query(names[negative], names[1], (step,), members)
             references.append(scenes[negative])
@@ -159,5 +159,6 @@ def plan_split(split: str, n_queries: int, seed: int, first_pairid: int, heldout
         compound = rng.random() < COMPOUND_FRACTION
         group = _draw_group(rng, builder.used, compound)
         if group is not None:
-            builder.add_group(group, 1 if compound else min(2, remaining), distractors_per_group)
+            queries = 1 if compound else min(QUERIES_PER_SINGLE_EDIT_GROUP, remaining)
+            builder.add_group(group, queries, distractors_per_group)
     return builder.plan

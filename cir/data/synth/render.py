@@ -81,10 +81,10 @@ def unit_outline(shape: str) -> tuple[Point, ...]:
 
 def _background(rng: random.Random, size: int) -> Image.Image:
     """A light, desaturated tint with a smooth random texture (flat, gradient-like or blotchy)."""
-    hue, sat, val = rng.random(), rng.uniform(0.0, 0.22), rng.uniform(0.68, 0.95)
+    hue, sat, val = rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.55, 0.97)
     base = np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255.0
     grid = rng.choice((1, 2, 3, 5))
-    noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(0.0, 14.0), (grid, grid, 3))
+    noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(0.0, 20.0), (grid, grid, 3))
     texture = np.clip(base + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(texture, "RGB").resize((size, size), Image.Resampling.BICUBIC)
 

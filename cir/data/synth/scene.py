@@ -28,6 +28,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES = ("small", "large")
 
+OBJECT_FIELDS = ("row", "col", "shape", "colour", "size")  # SceneObject's fields, in order
 ROW_NAMES = ("top", "middle", "bottom")
 COL_NAMES = ("left", "centre", "right")
 
@@ -108,13 +109,13 @@ class Scene:
     def with_object(self, new: SceneObject) -> "Scene":
         return Scene(self.objects + (new,))
 
-    def to_dict(self) -> dict[str, object]:
-        return {"key": self.key, "description": self.description(), "objects": [o.to_dict() for o in self.objects]}
+    def to_rows(self) -> list[list[object]]:
+        """Compact structured form for metadata.json: one [row, col, shape, colour, size] list per object."""
+        return [[getattr(o, f) for f in OBJECT_FIELDS] for o in self.objects]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Scene":
-        return cls(tuple(SceneObject(**{k: data_o[k] for k in ("row", "col", "shape", "colour", "size")})
-                         for data_o in data["objects"]))
+    def from_rows(cls, rows: Iterable[Iterable[object]]) -> "Scene":
+        return cls(tuple(SceneObject(*row) for row in rows))
 
 
 def random_object(rng: random.Random, cell: tuple[int, int]) -> SceneObject:

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from .edits import modification_record
 from .phrasing import HELDOUT_CONNECTIVES, HELDOUT_TEMPLATES, TRAIN_CONNECTIVES, TRAIN_TEMPLATES
 from .plan import PlannedQuery, SplitPlan, plan_split
 from .render import render
-from .scene import COLOURS, GRID, SHAPES, SIZES as OBJECT_SIZES, Scene
+from .scene import COLOURS, GRID, OBJECT_FIELDS, SHAPES, SIZES as OBJECT_SIZES, Scene
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test")
 HELDOUT_SPLITS = ("test",)
 PNG_COMPRESS_LEVEL = 3  # fast and small enough for 64 px images
+# Workers only draw with Pillow, so fork is safe on Linux and, unlike spawn, works from a script without a
+# `__main__` guard; elsewhere the platform default.
+START_METHOD = "fork" if sys.platform == "linux" else None
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class SizeSpec:
     """Queries per split and distractors (one edit from a reference) per img_set in the evaluation splits."""
 
     queries: dict[str, int]
-    eval_distractors: int = 1
+    eval_distractors: int = 3
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -95,7 +99,7 @@ def _caption_entry(query: PlannedQuery) -> dict[str, Any]:
 
 def _split_metadata(plan: SplitPlan) -> dict[str, Any]:
     return {
-        "scenes": {name: {"key": s.key, "objects": [o.to_dict() for o in s]} for name, s in plan.scenes.items()},
+        "scenes": {name: scene.to_rows() for name, scene in plan.scenes.items()},
         "img_sets": {str(q.img_set_id): q.members for q in plan.queries},
         "queries": {
             str(q.pairid): {"reference": q.reference, "target": q.target, "caption": q.caption,
@@ -113,6 +117,7 @@ def _metadata(plans: list[SplitPlan], seed: int, size: str, image_size: int) -> 
         "size": size,
         "image_size": image_size,
         "vocab": {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(OBJECT_SIZES), "grid": GRID},
+        "scene_format": {"object_fields": list(OBJECT_FIELDS), "cells": "row and col from 0 (top, left) to grid - 1"},
         "phrasings": {
             "train": {"templates": {k: list(v) for k, v in TRAIN_TEMPLATES.items()},
                       "connectives": list(TRAIN_CONNECTIVES)},
@@ -146,7 +151,7 @@ def _render_all(root: Path, plans: list[SplitPlan], seed: int, image_size: int, 
                 _render_job(job)
                 bar.update()
         else:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with multiprocessing.get_context(START_METHOD).Pool(workers) as pool:
                 for _ in pool.imap_unordered(_render_job, jobs, chunksize=256):
                     bar.update()
 
