@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from cir.errors import CirError, FormatError, UnknownIdError
 from cir.stages.sparse_explain import explain, explain_result
-from cir.stages.sparse_index import InvertedBlocks, SparseIndex, backends, top_k
+from cir.stages.sparse_index import InvertedBlocks, SeismicBackend, SparseIndex, backends, top_k
 from cir.stages.vector_stats import expected_flops, synthetic_sparse
 
 VOCAB = 2000
@@ -219,3 +219,25 @@ def test_seismic_backend_finds_the_exact_neighbours_on_a_small_gallery(gallery, 
     loaded = SparseIndex.load(tmp_path / "seismic")
     assert loaded.backend.params["query_cut"] == 40
     assert loaded.search(queries, 10)[1] == ids
+
+
+def test_seismic_answers_are_matched_to_their_queries(monkeypatch):
+    pytest.importorskip("seismic", reason="optional backend: pip install 'cir[seismic]'")
+
+    class ReversedIndex:
+        """Answers a batch in reverse order, as Seismic's parallel search may: query i finds row i + 1."""
+
+        def print_space_usage_byte(self) -> None:
+            import os
+
+            os.write(1, b"Space Usage:\n\tTotal: 1234 Bytes\n")
+
+        def batch_search(self, query_ids, components, values, k, **settings):
+            return [[(q, 1.0, str(int(q) + 1))] for q in query_ids][::-1]
+
+    backend = SeismicBackend(ReversedIndex(), SeismicBackend.settings({}), np.zeros(0, np.int64))
+    assert backend.nbytes == 1234
+    queries = sp.csr_matrix(np.eye(3, 5, dtype=np.float32))
+    scores, rows = backend.search(queries, 2)
+    assert rows.tolist() == [[1, -1], [2, -1], [3, -1]]
+    assert scores[:, 1].tolist() == [-np.inf] * 3

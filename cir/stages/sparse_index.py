@@ -345,9 +345,9 @@ class SeismicBackend(SparseBackend):
         )
         scores = np.full((queries.shape[0], k), -np.inf, np.float32)
         rows = np.full((queries.shape[0], k), -1, np.int64)
-        for i, found in enumerate(results):
-            for j, (_, score, doc) in enumerate(found[:k]):
-                scores[i, j], rows[i, j] = score, int(doc)
+        for found in results:  # each result names its query: the batch may come back in another order
+            for j, (query, score, doc) in enumerate(found[:k]):
+                scores[int(query), j], rows[int(query), j] = score, int(doc)
         return scores, rows
 
     def weights(self, row: int, terms: np.ndarray) -> np.ndarray:

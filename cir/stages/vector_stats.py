@@ -10,9 +10,10 @@ Run the benchmark with `python -m cir.stages.vector_stats --help`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import faiss
 import numpy as np
@@ -147,8 +148,10 @@ def benchmark_stage_one(
     zipf_a: float = 1.0,
     threads: int = 1,
     seed: int = 0,
-) -> dict[str, float]:
-    """Time exact sparse search (SparseIndex, csr) against exact dense search (DenseIndex, flat) on synthetic data.
+    sparse_backend: str = "csr",
+    sparse_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Time sparse search (SparseIndex, exact `csr` by default) against exact dense search (DenseIndex, flat).
 
     Milliseconds per query one query at a time (`single_queries` calls) and for a batch of `queries` in one call,
     with `threads` FAISS threads (the sparse search runs on one); index sizes in bytes. For batches, FAISS uses its
@@ -160,7 +163,8 @@ def benchmark_stage_one(
     threads_before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     ids = [str(i) for i in range(images)]
-    report: dict[str, float] = {"images": images, "queries": queries, "k": k, "dim": dim, "threads": threads, "zipf_a": zipf_a}
+    report: dict[str, Any] = {"images": images, "queries": queries, "k": k, "dim": dim, "threads": threads, "zipf_a": zipf_a,
+                              "sparse_backend": sparse_backend, "sparse_params": dict(sparse_params or {})}
     try:
         gallery = synthetic_sparse(images, vocab, image_terms, zipf_a, seed=seed)
         sparse_queries = synthetic_sparse(queries, vocab, query_terms, zipf_a, seed=seed + 1)
@@ -168,14 +172,14 @@ def benchmark_stage_one(
         report["image_terms_mean"] = gallery.nnz / images
         report["query_terms_mean"] = sparse_queries.nnz / queries
         start = time.perf_counter()
-        sparse_index = SparseIndex.build(gallery, ids)
+        sparse_index = SparseIndex.build(gallery, ids, backend=sparse_backend, **report["sparse_params"])
         report["sparse_build_s"] = time.perf_counter() - start
-        del gallery
         report["sparse_bytes"] = sparse_index.nbytes
         log.info("sparse index built: %d non-zeros, %.0f MB", sparse_index.nnz, sparse_index.nbytes / 1e6)
         report["sparse_single_ms"] = _ms_per_query(_one_at_a_time(sparse_index.search, sparse_queries, single_queries, k), single_queries)
         report["sparse_batch_ms"] = _ms_per_query(lambda: sparse_index.search(sparse_queries, k), queries)
-        del sparse_index
+        report["sparse_recall"] = _recall(sparse_index.search(sparse_queries, k)[1], gallery, sparse_queries, k, ids)
+        del sparse_index, gallery
 
         dense_queries = synthetic_dense(queries, dim, seed=seed + 1)
         start = time.perf_counter()
@@ -198,14 +202,26 @@ def benchmark_stage_one(
     return report
 
 
-def _print_report(report: dict[str, float]) -> None:
+def _recall(found: list[list[str]], gallery: sp.csr_matrix, queries: sp.csr_matrix, k: int, ids: list[str]) -> float:
+    """Recall@k of sparse results against exact top k (float32 products, ties at the k-th score count as found)."""
+    hits = []
+    for row, found_ids in enumerate(found):
+        scores = (queries[row] @ gallery.T).toarray().ravel()
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        tolerance = 1e-3 * max(abs(kth), 1e-6)  # float16 storage may reorder near-ties
+        wanted = set(np.flatnonzero(scores >= kth - tolerance).tolist())
+        hits.append(min(k, sum(int(i) in wanted for i in found_ids)) / k)
+    return float(np.mean(hits))
+
+
+def _print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     from ..cli.console import console
 
     table = Table(title=f"Stage-one speed: {report['images']:,} images, k={report['k']}, {report['threads']} FAISS thread(s)")
     table.add_column("measure")
-    table.add_column("sparse (csr, exact)", justify="right")
+    table.add_column(f"sparse ({report['sparse_backend']}, recall@k {report['sparse_recall']:.3f})", justify="right")
     table.add_column("dense (faiss flat, exact)", justify="right")
     table.add_column("dense / sparse", justify="right")
     table.add_row("ms per query, one at a time", f"{report['sparse_single_ms']:.1f}", f"{report['dense_single_ms']:.1f}",
@@ -233,11 +249,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of term frequencies")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="csr", help="sparse backend: csr (exact) or seismic (approximate)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a sparse backend setting (repeatable)")
     args = parser.parse_args(argv)
+    params = {name: json.loads(value) for name, _, value in (p.partition("=") for p in args.param)}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _print_report(benchmark_stage_one(
         images=args.images, queries=args.queries, single_queries=args.single_queries, k=args.k, dim=args.dim,
         image_terms=args.image_terms, query_terms=args.query_terms, zipf_a=args.zipf, threads=args.threads, seed=args.seed,
+        sparse_backend=args.backend, sparse_params=params,
     ))
 
 
