@@ -70,7 +70,7 @@ def test_builtin_config_sizes():
     assert (base.image_mean, base.image_std) == (BLIP_MEAN, BLIP_STD)
     assert not base.share_stage2_vision and not base.tie_stage2_word_embeddings
     tiny = get_model_config("blip-tiny")
-    assert (tiny.vision.image_size, tiny.vision.patch_size, tiny.vision.width, tiny.vision.depth, tiny.vision.heads) == (64, 8, 192, 4, 3)
+    assert (tiny.vision.image_size, tiny.vision.patch_size, tiny.vision.width, tiny.vision.depth, tiny.vision.heads) == (64, 16, 192, 4, 3)
     assert (tiny.text.hidden_size, tiny.text.num_layers, tiny.text.num_heads, tiny.text.intermediate_size) == (128, 4, 4, 512)
     assert (tiny.encoder_width, tiny.embed_dim, tiny.stage2_average_layers) == (192, 128, tiny.text.num_layers // 2)
     assert tiny.share_stage2_vision and tiny.tie_stage2_word_embeddings

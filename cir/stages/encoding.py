@@ -26,7 +26,7 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     h = hashlib.blake2b(digest_size=8)
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

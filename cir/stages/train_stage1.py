@@ -79,7 +79,7 @@ class Stage1Task:
 
         retriever = DenseRetriever(self.model)
         retriever.index(self.val_benchmark.gallery)
-        run = retriever.search(self.val_benchmark.queries, 51)
+        run = retriever.search(self.val_benchmark.queries, len(self.val_benchmark.gallery))
         return {f"val_{k}": v for k, v in self.val_benchmark.evaluate(run).items()}
 
     def save_weights(self, path: Path) -> None:
