@@ -106,8 +106,15 @@ def test_top_k_is_exact_with_ties_and_huge_query_weights():
     assert ids[0] == [f"img{r:05d}" for r in expected_rows[0]]
 
 
+def test_parallel_search_gives_the_same_results(gallery, queries):
+    one = SparseIndex.build(gallery, image_ids(600)).search(queries, 12)
+    several = SparseIndex.build(gallery, image_ids(600), threads=3).search(queries, 12)
+    np.testing.assert_array_equal(one[0], several[0])
+    assert one[1] == several[1]
+
+
 def test_save_load_round_trip(gallery, queries, tmp_path):
-    index = SparseIndex.build(gallery, image_ids(600))
+    index = SparseIndex.build(gallery, image_ids(600), threads=2)
     before = index.search(queries, 15)
     index.save(tmp_path / "sparse")
     index.save(tmp_path / "sparse")  # replaces the old folder, leaves nothing else behind
@@ -116,8 +123,9 @@ def test_save_load_round_trip(gallery, queries, tmp_path):
     after = loaded.search(queries, 15)
     np.testing.assert_array_equal(before[0], after[0])
     assert before[1] == after[1]
-    assert loaded.stats() == index.stats()
+    assert loaded.stats() == index.stats() and loaded.backend.params == {"threads": 2}
     assert loaded.stats()["terms_per_image_mean"] == pytest.approx(gallery.nnz / 600)
+    assert SparseIndex.load(tmp_path / "sparse", threads=1).backend.params == {"threads": 1}
 
 
 def test_explanations_sum_to_the_score(gallery, queries):
@@ -154,6 +162,8 @@ def test_expected_flops_matches_its_definition():
     q, d = synthetic_sparse(30, vocab=VOCAB, nnz_mean=10, seed=9), synthetic_sparse(200, vocab=VOCAB, nnz_mean=20, seed=10)
     shared = ((q != 0).astype(np.float64) @ (d != 0).astype(np.float64).T).toarray().mean()
     assert expected_flops(q, d) == pytest.approx(shared)
+    with pytest.raises(CirError, match="queries have 4 terms but the images 3"):
+        expected_flops(queries, sp.csr_matrix((2, 3), dtype=np.float32))
 
 
 def test_synthetic_sparse_vectors_have_distinct_zipf_terms():
@@ -179,7 +189,7 @@ def test_bad_galleries_and_queries_are_refused_clearly(gallery):
         SparseIndex.build(gallery, ["a", "b"])
     with pytest.raises(CirError, match="unknown sparse index backend 'lucene'"):
         SparseIndex.build(gallery, image_ids(600), backend="lucene")
-    with pytest.raises(CirError, match="unknown setting.*query_cut.*csr"):
+    with pytest.raises(CirError, match=r"unknown setting.*query_cut.*csr sparse backend \(known: threads\)"):
         SparseIndex.build(gallery, image_ids(600), query_cut=5)
     index = SparseIndex.build(gallery, image_ids(600))
     with pytest.raises(CirError, match="queries have 10 terms but the index vocabulary has 2000"):
@@ -219,6 +229,7 @@ def test_seismic_backend_finds_the_exact_neighbours_on_a_small_gallery(gallery, 
     loaded = SparseIndex.load(tmp_path / "seismic")
     assert loaded.backend.params["query_cut"] == 40
     assert loaded.search(queries, 10)[1] == ids
+    assert SparseIndex.load(tmp_path / "seismic", query_cut=5, threads=2).backend.params["query_cut"] == 5
 
 
 def test_seismic_answers_are_matched_to_their_queries(monkeypatch):

@@ -29,6 +29,7 @@ KINDS = ("flat", "ivf", "hnsw")
 DEVICES = ("auto", "cpu", "gpu")
 FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
+_GPU_MAX_K = 2048  # faiss GPU indexes return at most this many results per query
 _KIND_PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("M", "ef_construction", "ef_search")}
 
 
@@ -230,7 +231,7 @@ class DenseIndex:
         if k <= 0 or len(queries) == 0:
             return np.zeros((len(queries), max(k, 0)), np.float32), [[] for _ in range(len(queries))]
         _set_threads(self.threads)
-        scores, rows = self._search_index.search(queries, k)
+        scores, rows = (self._search_index if k <= _GPU_MAX_K else self.index).search(queries, k)
         short = np.flatnonzero((rows < 0).any(axis=1))
         if short.size:
             scores[short], rows[short] = self._exhaustive_search(queries[short], k)

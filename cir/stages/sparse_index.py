@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
@@ -93,6 +94,11 @@ class SparseBackend(ABC):
 backends: Registry[type[SparseBackend]] = Registry("sparse index backend")
 
 
+def thread_count(threads: int) -> int:
+    """A `threads` setting as a worker count: 0 means one per CPU core."""
+    return int(threads) if threads > 0 else os.cpu_count() or 1
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k largest of a 1-D score array, best first; equal scores go to the lower position.
 
@@ -131,17 +137,20 @@ class InvertedBlocks(SparseBackend):
     """
 
     name = "csr"
+    defaults = {"threads": 1}
     block_size = 1 << 16
 
-    def __init__(self, indptr: np.ndarray, images: np.ndarray, weights: np.ndarray, n_images: int) -> None:
+    def __init__(self, indptr: np.ndarray, images: np.ndarray, weights: np.ndarray, n_images: int, threads: int = 1) -> None:
         self.indptr = indptr  # (blocks, vocab + 1) int64: block b's list of term t is postings[indptr[b, t]:indptr[b, t + 1]]
         self.images = images  # uint16: image number within its block
         self.weights_fp16 = weights  # float16
+        self._weight_bits = weights.view(np.uint16)
         self.n_images = n_images
+        self.threads = threads  # queries searched in parallel; 0 = one per CPU core
 
     @classmethod
     def build(cls, matrix: sp.csr_matrix, **params: Any) -> "InvertedBlocks":
-        cls.settings(params)
+        threads = int(cls.settings(params)["threads"])
         n_images, vocab = matrix.shape
         indptr = np.zeros((-(-n_images // cls.block_size), vocab + 1), np.int64)
         images, weights, offset = [], [], 0
@@ -152,7 +161,7 @@ class InvertedBlocks(SparseBackend):
             weights.append(block.data.astype(np.float16))
             indptr[b] = block.indptr + offset
             offset += block.nnz
-        return cls(indptr, np.concatenate(images), np.concatenate(weights), n_images)
+        return cls(indptr, np.concatenate(images), np.concatenate(weights), n_images, threads)
 
     @classmethod
     def load(cls, folder: Path, params: dict[str, Any], n_images: int, vocab_size: int) -> "InvertedBlocks":
@@ -171,7 +180,7 @@ class InvertedBlocks(SparseBackend):
         blocks = -(-n_images // cls.block_size)
         if indptr.shape != (blocks, vocab_size + 1) or len(images) != len(weights) or indptr[-1, -1] != len(images):
             raise FormatError(f"{folder}: posting arrays do not match {n_images} images and {vocab_size} terms")
-        return cls(indptr, images, weights, n_images)
+        return cls(indptr, images, weights, n_images, int(cls.settings(params)["threads"]))
 
     def save(self, folder: Path) -> None:
         np.save(folder / "indptr.npy", self.indptr)
@@ -180,7 +189,7 @@ class InvertedBlocks(SparseBackend):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {}
+        return {"threads": self.threads}
 
     @property
     def nbytes(self) -> int:
@@ -194,11 +203,18 @@ class InvertedBlocks(SparseBackend):
         n = queries.shape[0]
         scores = np.empty((n, k), np.float32)
         rows = np.empty((n, k), np.int64)
+
+        def best(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+            query_scores, scale = self._score(queries.indices[span[0] : span[1]], queries.data[span[0] : span[1]])
+            top = top_k(query_scores, k)
+            return top, query_scores[top] * scale
+
         spans = zip(queries.indptr[:-1].tolist(), queries.indptr[1:].tolist())
-        for i, (a, e) in enumerate(tqdm(spans, total=n, desc="sparse search", unit="query", disable=n < 500, leave=False)):
-            query_scores, scale = self._score(queries.indices[a:e], queries.data[a:e])
-            rows[i] = top_k(query_scores, k)
-            scores[i] = query_scores[rows[i]] * scale
+        # numpy copies and scipy's product release the GIL, so queries run in parallel threads.
+        with ThreadPoolExecutor(max_workers=thread_count(self.threads)) as pool:
+            found = tqdm(pool.map(best, spans), total=n, desc="sparse search", unit="query", disable=n < 500, leave=False)
+            for i, (top, top_scores) in enumerate(found):
+                rows[i], scores[i] = top, top_scores
         return scores, rows
 
     def _score(self, terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -222,7 +238,7 @@ class InvertedBlocks(SparseBackend):
         colptr = np.zeros(len(terms) + 1, np.int64)
         np.cumsum(np.subtract(ends, starts), out=colptr[1:])
         images = np.concatenate([self.images[a:e] for a, e in zip(starts, ends)], dtype=np.int32, casting="unsafe")
-        bits = np.concatenate([self.weights_fp16.view(np.uint16)[a:e] for a, e in zip(starts, ends)], dtype=np.uint32, casting="unsafe")
+        bits = np.concatenate([self._weight_bits[a:e] for a, e in zip(starts, ends)], dtype=np.uint32, casting="unsafe")
         bits <<= _FP16_SHIFT
         rows_in_block = min(self.block_size, self.n_images - block * self.block_size)
         return sp.csc_matrix((bits.view(np.float32), images, colptr), shape=(rows_in_block, len(terms)))
@@ -267,19 +283,19 @@ class SeismicBackend(SparseBackend):
     Build settings: n_postings (posting list length kept per term, on average), centroid_fraction,
     min_cluster_size, summary_energy, max_fraction, doc_cut, nknn (k-NN graph size, 0 = none).
     Search settings: query_cut (query terms used, largest first), heap_factor (lower = faster, less exact),
-    n_knn (neighbours used to refine; needs nknn > 0), sorted, num_threads (0 = all cores).
+    n_knn (neighbours used to refine; needs nknn > 0), sorted. threads: build and search threads (0 = all cores).
     """
 
     name = "seismic"
     build_defaults = {"n_postings": 3500, "centroid_fraction": 0.1, "min_cluster_size": 2, "summary_energy": 0.4,
                       "max_fraction": 1.5, "doc_cut": 15, "nknn": 0}
-    search_defaults = {"query_cut": 20, "heap_factor": 0.7, "n_knn": 0, "sorted": True, "num_threads": 0}
-    defaults = {**build_defaults, **search_defaults}
+    search_defaults = {"query_cut": 20, "heap_factor": 0.7, "n_knn": 0, "sorted": True}
+    defaults = {**build_defaults, **search_defaults, "threads": 1}
     file_stem = "seismic"
 
     def __init__(self, index: Any, settings: dict[str, Any], empty_rows: np.ndarray) -> None:
         self.index = index
-        self.settings_ = settings
+        self.config = settings
         self.empty_rows = empty_rows  # rows without terms: Seismic skips them, which shifts its own numbering
         with _native_stdout("seismic space usage") as printed:
             index.print_space_usage_byte()
@@ -302,7 +318,9 @@ class SeismicBackend(SparseBackend):
             matrix.indptr.astype(np.int64),
         )
         with _native_stdout("seismic build"):
-            index = seismic.SeismicIndex.build_from_dataset(dataset, **{k: settings[k] for k in cls.build_defaults})
+            index = seismic.SeismicIndex.build_from_dataset(
+                dataset, num_threads=thread_count(settings["threads"]), **{k: settings[k] for k in cls.build_defaults}
+            )
         return cls(index, settings, np.flatnonzero(np.diff(matrix.indptr) == 0))
 
     @classmethod
@@ -323,7 +341,7 @@ class SeismicBackend(SparseBackend):
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(self.settings_)
+        return dict(self.config)
 
     @property
     def nbytes(self) -> int:
@@ -341,7 +359,8 @@ class SeismicBackend(SparseBackend):
             [queries.indices[a:e].astype(string) for a, e in spans],
             [queries.data[a:e].astype(np.float32) for a, e in spans],
             k,
-            **{name: self.settings_[name] for name in self.search_defaults},
+            num_threads=thread_count(self.config["threads"]),
+            **{name: self.config[name] for name in self.search_defaults},
         )
         scores = np.full((queries.shape[0], k), -np.inf, np.float32)
         rows = np.full((queries.shape[0], k), -1, np.int64)
@@ -479,13 +498,13 @@ class SparseIndex:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SparseIndex":
-        """Read a folder written by save()."""
+    def load(cls, path: str | os.PathLike, **overrides: Any) -> "SparseIndex":
+        """Read a folder written by save(); `overrides` replace saved backend settings (threads, query_cut...)."""
         path = Path(path)
         settings = read_index_settings(path, "sparse index")
         try:
             name, params, vocab, ntotal, stats = (settings[key] for key in ("backend", "params", "vocab_size", "ntotal", "term_stats"))
         except KeyError as exc:
             raise FormatError(f"{path / 'settings.json'}: missing entry {exc}") from None
-        backend = backends.get(name).load(path, params, ntotal, vocab)
+        backend = backends.get(name).load(path, {**params, **overrides}, ntotal, vocab)
         return cls(backend, read_ids(path, ntotal), vocab, stats)
