@@ -15,7 +15,7 @@ from cir.cli import main as cli_main
 from cir.data import load_benchmark
 from cir.data.synth import SIZES, ensure_synthetic, generate, is_complete, load_metadata, oracle_run
 from cir.data.synth import writer as writer_module
-from cir.data.synth.edits import EDIT_KINDS, apply, edit_between, inverse, modification_from_record, possible_kinds, random_edit
+from cir.data.synth.edits import EDIT_KINDS, apply, edit_between, modification_from_record, possible_kinds, random_edit
 from cir.data.synth.phrasing import refer, template_pattern
 from cir.data.synth.plan import plan_split
 from cir.data.synth.scene import Scene, SceneObject, random_scene
@@ -126,14 +126,14 @@ def test_references_pick_out_one_object() -> None:
     assert all("circle" in t or "top" in t for t in texts)
 
 
-def test_edit_between_recovers_every_edit_and_its_inverse() -> None:
+def test_edit_between_recovers_every_edit() -> None:
     rng = random.Random(3)
     for _ in range(300):
         scene = random_scene(rng)
         edit = random_edit(scene, rng.choice(possible_kinds(scene)), rng)
         edited = apply(scene, edit)
         assert edit_between(scene, edited) == edit
-        assert apply(edited, inverse(edit, scene)) == scene
+        assert edit_between(edited, scene) is not None  # edits are reversible by one edit
         assert edit_between(scene, scene) is None
     assert set(EDIT_KINDS) == {"add", "remove", "recolour", "reshape", "resize", "move"}
 
@@ -228,11 +228,13 @@ def test_ensure_synthetic_reuses_a_complete_dataset_and_rebuilds_an_incomplete_o
     assert calls == [(root, {"seed": 0, "size": "tiny", "image_size": 64})]
 
 
-def test_an_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch) -> None:
+def test_an_interrupted_generation_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(writer_module, "_render_all", fail)
+    stale = tmp_path / f".data.partial-{2**22 + 1}"  # above Linux's pid_max: its process is surely gone
+    (stale / "val").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path / "data", size="tiny", workers=1)
     assert list(tmp_path.iterdir()) == []
@@ -241,7 +243,7 @@ def test_an_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path: 
 def test_a_foreign_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "photo.png").write_bytes(b"not ours")
-    with pytest.raises(CirError, match="holds no synthetic dataset"):
+    with pytest.raises(CirError, match="not written by cir"):
         generate(tmp_path / "mine", size="tiny", workers=1)
     assert (tmp_path / "mine" / "photo.png").read_bytes() == b"not ours"
     with pytest.raises(CirError, match="metadata not found"):

@@ -66,5 +66,5 @@ def run_show(args: argparse.Namespace) -> int:
     from ..data.synth.contact_sheet import contact_sheet
 
     path = contact_sheet(args.root, split=args.split, n=args.n, out=args.out)
-    console.print(f"contact sheet of {args.n} {args.split} queries: {path}")
+    console.print(f"contact sheet of the first {args.n} {args.split} queries: {path}")
     return 0

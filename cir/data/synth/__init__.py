@@ -4,7 +4,8 @@ Scenes of coloured shapes on a 3x3 grid, modification texts with a known meaning
 near-duplicates; see `generate` for the files written.
 """
 
-from .writer import SIZES, ensure_synthetic, generate, is_complete, load_metadata
+from .layout import is_complete, load_metadata
+from .writer import SIZES, ensure_synthetic, generate
 from .oracle import oracle_run
 
 __all__ = ["SIZES", "ensure_synthetic", "generate", "is_complete", "load_metadata", "oracle_run"]

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ...errors import FormatError
 from ...io import atomic_path, read_json
 from ...types import open_image
-from .writer import caption_file, split_file
+from .layout import caption_file, split_file
 
 THUMB = 128  # reference and target, upscaled so the shapes are easy to see
 SMALL = 64  # the other img_set members

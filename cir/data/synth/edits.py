@@ -1,4 +1,4 @@
-"""Modifications with a known meaning: add, remove, recolour, reshape, resize, move, and their inverses.
+"""Modifications with a known meaning: add, remove, recolour, reshape, resize, move.
 
 Every edit acts on one cell of a structured scene, so applying it is exact and two scenes can be diffed back into
 the single edit between them (which is how the tests prove that img_set members are one edit from the target).
@@ -102,18 +102,6 @@ def apply_all(scene: Scene, modification: Sequence[Edit]) -> Scene:
     for edit in modification:
         scene = apply(scene, edit)
     return scene
-
-
-def inverse(edit: Edit, before: Scene) -> Edit:
-    """The edit that undoes `edit`, given the scene it was applied to."""
-    obj = before.at(edit.cell)
-    if edit.kind == "add":
-        return Edit("remove", edit.cell)
-    if edit.kind == "remove":
-        return Edit("add", edit.cell, obj)
-    if edit.kind == "move":
-        return Edit("move", edit.value, edit.cell)
-    return Edit(edit.kind, edit.cell, getattr(obj, ATTRIBUTE_EDITS[edit.kind][0]))
 
 
 def edit_between(source: Scene, target: Scene) -> Edit | None:

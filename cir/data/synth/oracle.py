@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ...errors import DatasetNotFoundError
 from ...types import Ranking, Run
-from .writer import load_metadata
+from .layout import load_metadata
 
 
 def oracle_run(root: Path, split: str, depth: int | None = 100) -> Run:

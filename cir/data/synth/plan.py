@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .edits import Edit, Modification, all_cells_touched, apply, apply_all, edit_between, possible_kinds, random_edit
 from .phrasing import describe
@@ -150,8 +151,8 @@ class _SplitBuilder:
 
 
 def plan_split(split: str, n_queries: int, seed: int, first_pairid: int, heldout: bool,
-               distractors_per_group: int) -> SplitPlan:
-    """Plan `n_queries` queries for `split`; deterministic in (seed, split)."""
+               distractors_per_group: int, advance: Callable[[int], object] = lambda n: None) -> SplitPlan:
+    """Plan `n_queries` queries for `split`; deterministic in (seed, split). `advance(n)` reports n new queries."""
     rng = random.Random(f"cir-synth/{seed}/{split}")
     builder = _SplitBuilder(split, rng, first_pairid, heldout)
     while len(builder.plan.queries) < n_queries:
@@ -161,4 +162,5 @@ def plan_split(split: str, n_queries: int, seed: int, first_pairid: int, heldout
         if group is not None:
             queries = 1 if compound else min(QUERIES_PER_SINGLE_EDIT_GROUP, remaining)
             builder.add_group(group, queries, distractors_per_group)
+            advance(queries)
     return builder.plan

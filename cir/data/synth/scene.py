@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Iterable, Iterator
 
 GRID = 3
@@ -84,7 +85,7 @@ class Scene:
     def __len__(self) -> int:
         return len(self.objects)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Canonical identity, e.g. '0,0:small-red-circle|1,1:large-blue-star'; equal keys mean equal scenes."""
         return "|".join(f"{o.row},{o.col}:{o.size}-{o.colour}-{o.shape}" for o in self.objects)

@@ -5,8 +5,7 @@ Output (byte-identical for the same seed, size and image size, whatever the numb
     image_splits/split.synth.<split>.json  {name: "./<split>/<name>.png"}
     <split>/<name>.png                   the images
     metadata.json                        version, seed, vocab, phrasings, scenes and edits per split
-The whole folder is written under a hidden staging name and renamed at the end, so an interrupted run never leaves
-a folder that looks complete.
+The whole folder is written under a hidden staging name and renamed at the end (see staging.py).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +22,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ...errors import CirError, DatasetNotFoundError, FormatError
+from ...errors import CirError
 from ...io import write_text
 from .edits import modification_record
+from .layout import GENERATOR, GENERATOR_VERSION, SPLITS, caption_file, is_complete, read_own_metadata, split_file
 from .phrasing import HELDOUT_CONNECTIVES, HELDOUT_TEMPLATES, TRAIN_CONNECTIVES, TRAIN_TEMPLATES
 from .plan import PlannedQuery, SplitPlan, plan_split
 from .render import render
 from .scene import COLOURS, GRID, OBJECT_FIELDS, SHAPES, SIZES as OBJECT_SIZES, Scene
+from .staging import staged_folder
 
 logger = logging.getLogger(__name__)
 
-GENERATOR = "cir.data.synth"
-GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
 HELDOUT_SPLITS = ("test",)
 PNG_COMPRESS_LEVEL = 3  # fast and small enough for 64 px images
 # Workers only draw with Pillow, so fork is safe on Linux and, unlike spawn, works from a script without a
@@ -57,14 +54,6 @@ SIZES: dict[str, SizeSpec] = {
     "small": SizeSpec({"train": 4000, "val": 1000, "test": 1000}),
     "default": SizeSpec({"train": 20000, "val": 2000, "test": 2000}),
 }
-
-
-def caption_file(root: Path, split: str) -> Path:
-    return root / "captions" / f"cap.synth.{split}.json"
-
-
-def split_file(root: Path, split: str) -> Path:
-    return root / "image_splits" / f"split.synth.{split}.json"
 
 
 def _dump(obj: Any) -> str:
@@ -128,13 +117,15 @@ def _metadata(plans: list[SplitPlan], seed: int, size: str, image_size: int) -> 
     }
 
 
-def _plan_all(seed: int, spec: SizeSpec) -> list[SplitPlan]:
+def _plan_all(seed: int, spec: SizeSpec, progress: bool) -> list[SplitPlan]:
     plans, first_pairid = [], 0
-    for split in SPLITS:
-        distractors = 0 if split == "train" else spec.eval_distractors
-        plan = plan_split(split, spec.queries[split], seed, first_pairid, split in HELDOUT_SPLITS, distractors)
-        plans.append(plan)
-        first_pairid += len(plan.queries)
+    with tqdm(total=sum(spec.queries.values()), desc="planning", unit="query", disable=not progress) as bar:
+        for split in SPLITS:
+            distractors = 0 if split == "train" else spec.eval_distractors
+            plan = plan_split(split, spec.queries[split], seed, first_pairid, split in HELDOUT_SPLITS, distractors,
+                              advance=bar.update)
+            plans.append(plan)
+            first_pairid += len(plan.queries)
     return plans
 
 
@@ -157,56 +148,12 @@ def _render_all(root: Path, plans: list[SplitPlan], seed: int, image_size: int, 
 
 
 def _write_dataset(root: Path, seed: int, size: str, image_size: int, workers: int, progress: bool) -> None:
-    plans = _plan_all(seed, SIZES[size])
+    plans = _plan_all(seed, SIZES[size], progress)
     _render_all(root, plans, seed, image_size, workers, progress)
     for plan in plans:
         write_text(caption_file(root, plan.split), _dump([_caption_entry(q) for q in plan.queries]))
         write_text(split_file(root, plan.split), _dump({name: f"./{plan.split}/{name}.png" for name in plan.scenes}))
     write_text(root / "metadata.json", _dump(_metadata(plans, seed, size, image_size)))
-
-
-def _read_own_metadata(root: Path) -> dict[str, Any] | None:
-    """The metadata of a synthetic dataset at `root`, or None if `root` holds none (or an unreadable one)."""
-    try:
-        metadata = json.loads((root / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return metadata if isinstance(metadata, dict) and metadata.get("generator") == GENERATOR else None
-
-
-def is_complete(root: Path, size: str = "default", seed: int = 0, image_size: int = 64) -> bool:
-    """True if `root` holds a finished dataset of this generator version with these parameters."""
-    root = Path(root)
-    metadata = _read_own_metadata(root)
-    wanted = {"version": GENERATOR_VERSION, "seed": seed, "size": size, "image_size": image_size}
-    if metadata is None or any(metadata.get(k) != v for k, v in wanted.items()):
-        return False
-    for split in SPLITS:
-        if not (caption_file(root, split).is_file() and split_file(root, split).is_file()):
-            return False
-        expected = len(metadata.get("splits", {}).get(split, {}).get("scenes", {}))
-        if not (root / split).is_dir() or sum(1 for _ in os.scandir(root / split)) != expected:
-            return False
-    return True
-
-
-def _check_replaceable(out: Path) -> None:
-    """Refuse to overwrite a folder that is neither empty nor a synthetic dataset (it may be the user's data)."""
-    if out.exists() and not out.is_dir():
-        raise CirError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and _read_own_metadata(out) is None:
-        raise CirError(f"{out} is not empty and holds no synthetic dataset (no cir metadata.json); "
-                       "choose another --out or empty it")
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, retired)
-    os.replace(staging, out)
-    shutil.rmtree(retired)
 
 
 def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 64, workers: int | None = None,
@@ -219,20 +166,10 @@ def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 
     if image_size < 16:
         raise CirError(f"image size {image_size} is too small to read shapes; use 16 or more")
     out = Path(out)
-    _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or os.cpu_count() or 1
+    with staged_folder(out, is_ours=lambda folder: read_own_metadata(folder) is not None) as staging:
         logger.info("generating synthetic CIR (%s, seed %d) into %s with %d workers", size, seed, out, workers)
         _write_dataset(staging, seed, size, image_size, workers, size != "tiny" if progress is None else progress)
-        _swap_in(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out
 
 
@@ -242,15 +179,3 @@ def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size
     if is_complete(out, size, seed, image_size):
         return out
     return generate(out, seed=seed, size=size, image_size=image_size)
-
-
-def load_metadata(root: Path) -> dict[str, Any]:
-    """The parsed metadata.json of a synthetic dataset (scenes, edits, phrasings); CirError if absent or foreign."""
-    root = Path(root)
-    path = root / "metadata.json"
-    if not path.is_file():
-        raise DatasetNotFoundError(f"synthetic dataset metadata not found: {path} (create it with `cir data synth`)")
-    metadata = _read_own_metadata(root)
-    if metadata is None:
-        raise FormatError(f"{path}: not the metadata of a cir synthetic dataset (no generator {GENERATOR!r})")
-    return metadata
