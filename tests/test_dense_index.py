@@ -73,7 +73,10 @@ def test_ivf_with_one_probe_still_fills_every_query():
     assert np.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("kind, params", [("flat", {}), ("ivf", {"nlist": 8, "nprobe": 3}), ("hnsw", {"M": 8, "ef_search": 40})])
+KINDS_WITH_SETTINGS = [("flat", {}), ("ivf", {"nlist": 8, "nprobe": 3}), ("hnsw", {"M": 8, "ef_search": 40})]
+
+
+@pytest.mark.parametrize("kind, params", KINDS_WITH_SETTINGS)
 def test_save_load_round_trip_gives_identical_results(tmp_path, kind, params):
     gallery, queries = clustered(300, 24, 6, seed=9), clustered(12, 24, 6, seed=10)
     index = DenseIndex.build(gallery, image_ids(300), kind=kind, **params)

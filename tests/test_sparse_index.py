@@ -159,7 +159,8 @@ def test_expected_flops_matches_its_definition():
     # p_q = [1/2, 0, 1, 1/2], p_d = [3/4, 1/4, 1/4, 1/4]
     assert expected_flops(queries, images) == pytest.approx(0.5 * 0.75 + 1 * 0.25 + 0.5 * 0.25)
     # The expected work equals the average shared-term count over all pairs.
-    q, d = synthetic_sparse(30, vocab=VOCAB, nnz_mean=10, seed=9), synthetic_sparse(200, vocab=VOCAB, nnz_mean=20, seed=10)
+    q = synthetic_sparse(30, vocab=VOCAB, nnz_mean=10, seed=9)
+    d = synthetic_sparse(200, vocab=VOCAB, nnz_mean=20, seed=10)
     shared = ((q != 0).astype(np.float64) @ (d != 0).astype(np.float64).T).toarray().mean()
     assert expected_flops(q, d) == pytest.approx(shared)
     with pytest.raises(CirError, match="queries have 4 terms but the images 3"):

@@ -106,9 +106,13 @@ def use_gpu(device: str, kind: str) -> bool:
     gpus = _gpu_count()
     if device == "gpu":
         if gpus == 0:
-            raise CirError("device='gpu' but the installed faiss sees no GPU; install faiss with GPU support: pip install 'cir[gpu]'")
+            raise CirError(
+                "device='gpu' but the installed faiss sees no GPU; for faiss with GPU support: pip install 'cir[gpu]'"
+            )
         if kind == "hnsw":
-            raise CirError("faiss has no GPU version of the hnsw index: use kind 'flat' or 'ivf' on the GPU, or device='cpu'")
+            raise CirError(
+                "faiss has no GPU version of the hnsw index: use kind 'flat' or 'ivf' on the GPU, or device='cpu'"
+            )
         return True
     return gpus > 0 and kind != "hnsw"
 
@@ -160,7 +164,13 @@ class DenseIndex:
     """Inner-product search over unit vectors, with image ids; build(), search(), save(), load()."""
 
     def __init__(
-        self, index: faiss.Index, ids: list[str], kind: str, params: dict[str, int], device: str = "auto", threads: int | None = None
+        self,
+        index: faiss.Index,
+        ids: list[str],
+        kind: str,
+        params: dict[str, int],
+        device: str = "auto",
+        threads: int | None = None,
     ) -> None:
         self.index = index  # always the CPU index: what is saved and measured
         self.ids = ids
@@ -202,7 +212,7 @@ class DenseIndex:
             )
         settings = {**_default_params(kind, len(vectors)), **{k: int(v) for k, v in params.items()}}
         if kind == "ivf" and not 1 <= settings["nlist"] <= max(1, len(vectors)):
-            raise CirError(f"nlist={settings['nlist']} needs between 1 and {len(vectors)} cells for {len(vectors)} vectors")
+            raise CirError(f"nlist={settings['nlist']}: {len(vectors)} vectors need between 1 and {len(vectors)} cells")
         _set_threads(threads)
         index = _make_index(kind, vectors.shape[1], settings)
         if kind == "ivf":

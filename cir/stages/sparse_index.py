@@ -48,9 +48,9 @@ class SparseBackend(ABC):
         """The backend's defaults overridden by `params`, refusing names it does not know."""
         unknown = sorted(set(params) - set(cls.defaults))
         if unknown:
-            raise CirError(
-                f"unknown setting(s) {', '.join(unknown)} for the {cls.name} sparse backend (known: {', '.join(cls.defaults) or 'none'})"
-            )
+            known = ", ".join(cls.defaults) or "none"
+            names = ", ".join(unknown)
+            raise CirError(f"unknown setting(s) {names} for the {cls.name} sparse backend (known: {known})")
         return {**cls.defaults, **params}
 
     @classmethod
@@ -140,8 +140,11 @@ class InvertedBlocks(SparseBackend):
     defaults = {"threads": 1}
     block_size = 1 << 16
 
-    def __init__(self, indptr: np.ndarray, images: np.ndarray, weights: np.ndarray, n_images: int, threads: int = 1) -> None:
-        self.indptr = indptr  # (blocks, vocab + 1) int64: block b's list of term t is postings[indptr[b, t]:indptr[b, t + 1]]
+    def __init__(
+        self, indptr: np.ndarray, images: np.ndarray, weights: np.ndarray, n_images: int, threads: int = 1
+    ) -> None:
+        # (blocks, vocab + 1) int64: block b's posting list of term t is images/weights[indptr[b, t]:indptr[b, t + 1]]
+        self.indptr = indptr
         self.images = images  # uint16: image number within its block
         self.weights_fp16 = weights  # float16
         self._weight_bits = weights.view(np.uint16)
@@ -212,7 +215,7 @@ class InvertedBlocks(SparseBackend):
         spans = zip(queries.indptr[:-1].tolist(), queries.indptr[1:].tolist())
         # numpy copies and scipy's product release the GIL, so queries run in parallel threads.
         with ThreadPoolExecutor(max_workers=thread_count(self.threads)) as pool:
-            found = tqdm(pool.map(best, spans), total=n, desc="sparse search", unit="query", disable=n < 500, leave=False)
+            found = tqdm(pool.map(best, spans), total=n, desc="sparse search", unit="query", disable=n < 500)
             for i, (top, top_scores) in enumerate(found):
                 rows[i], scores[i] = top, top_scores
         return scores, rows
@@ -233,7 +236,7 @@ class InvertedBlocks(SparseBackend):
         return out, scale
 
     def _postings(self, block: int, terms: np.ndarray) -> sp.csc_matrix:
-        """Block `block`'s posting lists of `terms` as a float32 CSC matrix (images in block x terms), weights * 2**-112."""
+        """Posting lists of `terms` in one block as a float32 CSC matrix (images x terms) of weights * 2**-112."""
         starts, ends = self.indptr[block, terms].tolist(), self.indptr[block, terms + 1].tolist()
         colptr = np.zeros(len(terms) + 1, np.int64)
         np.cumsum(np.subtract(ends, starts), out=colptr[1:])
@@ -383,10 +386,11 @@ class SeismicBackend(SparseBackend):
 def gallery_matrix(matrix: Any) -> sp.csr_matrix:
     """A gallery as a canonical float32 CSR matrix (images x terms), refusing what the index cannot store."""
     if not sp.issparse(matrix):
-        raise CirError(f"a sparse index is built from a scipy sparse matrix (images x terms), got {type(matrix).__name__}")
+        raise CirError(f"a sparse index needs a scipy sparse matrix (images x terms), got {type(matrix).__name__}")
     if matrix.shape[1] > MAX_VOCAB:
         raise CirError(
-            f"a vocabulary of {matrix.shape[1]:,} terms is too large: term ids are stored as uint16, so at most {MAX_VOCAB:,} terms"
+            f"a vocabulary of {matrix.shape[1]:,} terms is too large: term ids are stored as uint16, "
+            f"so at most {MAX_VOCAB:,} terms"
         )
     if matrix.shape[0] == 0:
         raise CirError("no images to index: the gallery matrix has no rows")
@@ -397,8 +401,8 @@ def gallery_matrix(matrix: Any) -> sp.csr_matrix:
     if bad.size:
         row = int(np.searchsorted(matrix.indptr, bad[0], side="right") - 1)
         raise CirError(
-            f"image row {row}, term {matrix.indices[bad[0]]}: weight {matrix.data[bad[0]]} is not in [0, {FLOAT16_MAX:g}] "
-            "(learned sparse weights are non-negative and stored as float16)"
+            f"image row {row}, term {matrix.indices[bad[0]]}: weight {matrix.data[bad[0]]} is not in "
+            f"[0, {FLOAT16_MAX:g}] (learned sparse weights are non-negative and stored as float16)"
         )
     return matrix
 
@@ -467,7 +471,8 @@ class SparseIndex:
 
     def _queries(self, queries: Any) -> sp.csr_matrix:
         if not sp.issparse(queries):
-            raise CirError(f"sparse queries must be a scipy sparse matrix (queries x terms), got {type(queries).__name__}")
+            kind = type(queries).__name__
+            raise CirError(f"sparse queries must be a scipy sparse matrix (queries x terms), not {kind}")
         if queries.shape[1] != self.vocab_size:
             raise CirError(f"queries have {queries.shape[1]} terms but the index vocabulary has {self.vocab_size}")
         queries = sp.csr_matrix(queries, dtype=np.float32, copy=True)
@@ -488,7 +493,7 @@ class SparseIndex:
         return self.backend.weights(self.row(image_id), np.asarray(terms, dtype=np.int64))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the folder `path`: settings.json, ids.json and the backend's files (replacing any older index at once)."""
+        """Write the folder `path`: settings.json, ids.json, the backend's files (replacing an older index at once)."""
         with atomic_directory(path) as tmp:
             self.backend.save(tmp)
             write_json(tmp / "ids.json", self.ids, indent=None)
@@ -503,7 +508,8 @@ class SparseIndex:
         path = Path(path)
         settings = read_index_settings(path, "sparse index")
         try:
-            name, params, vocab, ntotal, stats = (settings[key] for key in ("backend", "params", "vocab_size", "ntotal", "term_stats"))
+            keys = ("backend", "params", "vocab_size", "ntotal", "term_stats")
+            name, params, vocab, ntotal, stats = (settings[key] for key in keys)
         except KeyError as exc:
             raise FormatError(f"{path / 'settings.json'}: missing entry {exc}") from None
         backend = backends.get(name).load(path, {**params, **overrides}, ntotal, vocab)

@@ -1,21 +1,22 @@
-"""Synthetic gallery vectors, sparse-vector statistics and the stage-one speed benchmark (sparse vs dense).
+"""Gallery vectors for measuring stage one at sizes no real gallery reaches: generators and statistics matchers.
 
-The synthetic sparse vectors imitate learned sparse retrieval output: each row has about `nnz_mean` distinct terms
-drawn from a Zipf-like distribution over the vocabulary (a few very common terms, a long tail) with positive weights
-shaped like `log(1 + relu(x))`. Real vectors differ, so measured speeds are indicative, not promises.
+- `synthetic_sparse` / `synthetic_dense`: parametric vectors. The sparse ones imitate learned sparse retrieval
+  output: about `nnz_mean` distinct terms a row, drawn from a Zipf-like distribution over the vocabulary, with
+  positive weights shaped like `log(1 + relu(x))`.
+- `DenseStatistics` / `SparseStatistics`: fitted to a model's real vectors, they draw more vectors like them
+  (a Gaussian for dense embeddings; term document frequencies, non-zero counts and per-term weights for sparse
+  ones), so a measured speed follows the model's real posting-list lengths and embedding geometry.
+- `expected_flops`: the expected work of a sparse inner product, per query-image pair.
 
-Run the benchmark with `python -m cir.stages.vector_stats --help`.
+The benchmark that uses them is `cir bench` (cir.bench).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
@@ -53,27 +54,67 @@ class _TermSampler:
         return terms
 
 
-def _sample_distinct_terms(
-    counts: np.ndarray, sampler: _TermSampler, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw terms for each row until it holds `counts[row]` distinct ones (successive sampling).
-
-    Returns (row, term) pairs. Over-draws, keeps each term's first draw in its row, then the first `count` of those;
-    a row whose over-draw holds too few distinct terms keeps what it has.
-    """
-    n_rows = len(counts)
-    draws_per_row = int(2 * counts.max() + 16)
-    terms = sampler(rng.random((n_rows, draws_per_row)))
+def _first_distinct(terms: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mask of the draws each row keeps: a term's first draw in its row, up to the row's first `counts[row]` of them."""
+    n_rows, width = terms.shape
     # Sort each row by (term, draw position): a term's first draw is where the term changes.
-    ordered = np.sort(terms * draws_per_row + np.arange(draws_per_row, dtype=np.int32), axis=1)
-    ordered_terms = ordered // draws_per_row
+    ordered = np.sort(terms.astype(np.int64) * width + np.arange(width), axis=1)
+    ordered_terms = ordered // width
     is_first = np.ones(ordered.shape, dtype=bool)
     is_first[:, 1:] = ordered_terms[:, 1:] != ordered_terms[:, :-1]
-    first_positions = (ordered - ordered_terms * draws_per_row + (np.arange(n_rows) * draws_per_row)[:, None])[is_first]
+    first_positions = (ordered - ordered_terms * width + (np.arange(n_rows) * width)[:, None])[is_first]
     first = np.zeros(terms.shape, dtype=bool)
     first.flat[first_positions] = True
-    keep = first & (np.cumsum(first, axis=1) <= counts[:, None])
-    return np.nonzero(keep)[0], terms[keep]
+    return first & (np.cumsum(first, axis=1) <= counts[:, None])
+
+
+def _sample_distinct_terms(
+    counts: np.ndarray, sampler: _TermSampler, rng: np.random.Generator, max_rounds: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first `counts[row]` distinct terms of an endless sequence of independent draws (successive sampling).
+
+    Returns (row, term) pairs. Rows still short after a round get as many draws again appended to theirs, so a
+    row whose draws keep hitting its frequent terms still ends with its count; `counts` must not exceed the number
+    of terms that can be drawn. A row still short after `max_rounds` keeps what it has.
+    """
+    pending = np.arange(len(counts))
+    terms = sampler(rng.random((len(counts), int(2 * counts.max(initial=0) + 16))))
+    rows_out, terms_out = [], []
+    for round_number in range(max_rounds):
+        keep = _first_distinct(terms, counts[pending])
+        done = (keep.sum(axis=1) >= counts[pending]) | (round_number == max_rounds - 1)
+        kept_rows, kept_draws = np.nonzero(keep[done])
+        rows_out.append(pending[done][kept_rows])
+        terms_out.append(terms[done][kept_rows, kept_draws])
+        pending, terms = pending[~done], terms[~done]
+        if not pending.size:
+            break
+        terms = np.concatenate([terms, sampler(rng.random(terms.shape))], axis=1)
+    if pending.size:
+        log.warning("%d rows hold fewer distinct terms than drawn for: their draws kept repeating", pending.size)
+    return np.concatenate(rows_out), np.concatenate(terms_out)
+
+
+def _draw_sparse_rows(
+    counts: np.ndarray,
+    sampler: _TermSampler,
+    term_ids: np.ndarray,
+    draw_weights: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    vocab: int,
+    rng: np.random.Generator,
+) -> sp.csr_matrix:
+    """A float32 CSR matrix whose row i holds `counts[i]` distinct terms: sampler draws mapped through `term_ids`,
+    weighted by `draw_weights(terms, rng)`. Built in chunks of rows, so a million rows fit in memory."""
+    n = len(counts)
+    blocks = []
+    for start in tqdm(range(0, n, _ROWS_PER_CHUNK), desc="drawing sparse vectors", unit="chunk", disable=n <= _ROWS_PER_CHUNK):
+        rows, draws = _sample_distinct_terms(counts[start : start + _ROWS_PER_CHUNK], sampler, rng)
+        terms = term_ids[draws]
+        shape = (min(_ROWS_PER_CHUNK, n - start), vocab)
+        blocks.append(sp.csr_matrix((draw_weights(terms, rng).astype(np.float32), (rows, terms)), shape=shape))
+    matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, vocab), dtype=np.float32)
+    matrix.sort_indices()
+    return matrix
 
 
 def synthetic_sparse(
@@ -86,21 +127,14 @@ def synthetic_sparse(
 ) -> sp.csr_matrix:
     """`n` random sparse vectors (float32 CSR, n x vocab) with about `nnz_mean` distinct Zipf-distributed terms each.
 
+    Terms per row are Poisson(`nnz_mean`) (at least 1); weights are log(1 + x), x exponential with mean 2.
     `term_seed` fixes which term ids are frequent, so galleries and queries drawn with different `seed`s share
     their frequent terms, as real queries and documents do.
     """
     sampler = _TermSampler(zipf_term_probabilities(vocab, zipf_a, term_seed))
     rng = np.random.default_rng(seed)
     counts = rng.poisson(nnz_mean, n).clip(1, vocab)
-    blocks = []
-    for start in tqdm(range(0, n, _ROWS_PER_CHUNK), desc="synthetic sparse vectors", unit="chunk", disable=n <= _ROWS_PER_CHUNK):
-        rows, terms = _sample_distinct_terms(counts[start : start + _ROWS_PER_CHUNK], sampler, rng)
-        weights = np.log1p(rng.exponential(2.0, rows.size)).astype(np.float32)
-        shape = (min(_ROWS_PER_CHUNK, n - start), vocab)
-        blocks.append(sp.csr_matrix((weights, (rows, terms)), shape=shape))
-    matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, vocab), dtype=np.float32)
-    matrix.sort_indices()
-    return matrix
+    return _draw_sparse_rows(counts, sampler, np.arange(vocab), lambda terms, r: np.log1p(r.exponential(2.0, terms.size)), vocab, rng)
 
 
 def synthetic_dense(n: int, dim: int = 256, seed: int = 0) -> np.ndarray:
@@ -131,140 +165,127 @@ def expected_flops(query_matrix: sp.spmatrix, doc_matrix: sp.spmatrix) -> float:
     return float(_term_rates(query_matrix) @ _term_rates(doc_matrix))
 
 
-def _ms_per_query(search: Callable[[], object], n_queries: int) -> float:
-    start = time.perf_counter()
-    search()
-    return (time.perf_counter() - start) * 1000 / n_queries
 
 
-def _one_at_a_time(search: Callable[[object, int], object], queries: object, n: int, k: int) -> Callable[[], None]:
-    return lambda: [search(queries[i : i + 1], k) for i in range(n)]
+@dataclass
+class DenseStatistics:
+    """A Gaussian fitted to real embeddings: their mean, the top principal directions scaled by their standard
+    deviations (`components`, rank x dim) and a per-dimension residual standard deviation for the variance the
+    kept directions miss. Samples are L2-normalised, as the model's embeddings are."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    residual_std: np.ndarray
+    fitted_rows: int
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, rank: int | None = None) -> "DenseStatistics":
+        """Fit to `vectors` (n, dim); `rank` principal directions (default: all the data supports, min(dim, n - 1))."""
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.ndim != 2 or len(x) < 2:
+            raise CirError(f"fitting a Gaussian needs at least 2 vectors of shape (n, dim), got shape {x.shape}")
+        mean = x.mean(axis=0)
+        centred = x - mean
+        rank = min(x.shape[1], len(x) - 1) if rank is None else max(1, min(rank, x.shape[1], len(x) - 1))
+        _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+        components = directions[:rank] * (singular[:rank] / np.sqrt(len(x) - 1))[:, None]
+        residual = centred.var(axis=0, ddof=1) - (components**2).sum(axis=0)
+        return cls(mean, components, np.sqrt(np.clip(residual, 0.0, None)), len(x))
+
+    @property
+    def rank(self) -> int:
+        return len(self.components)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """`n` L2-normalised float32 vectors drawn from the fitted Gaussian."""
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, len(self.mean)), np.float32)
+        for start in range(0, n, _ROWS_PER_CHUNK):
+            size = min(_ROWS_PER_CHUNK, n - start)
+            x = self.mean + rng.standard_normal((size, self.rank)) @ self.components
+            x += rng.standard_normal(x.shape) * self.residual_std
+            out[start : start + size] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": "Gaussian: mean + rank-r principal directions + diagonal residual, L2-normalised",
+                "fitted_rows": self.fitted_rows, "dim": len(self.mean), "rank": self.rank}
 
 
-def benchmark_stage_one(
-    images: int = 1_000_000,
-    queries: int = 200,
-    single_queries: int = 20,
-    k: int = 100,
-    dim: int = 256,
-    vocab: int = BERT_VOCAB_SIZE,
-    image_terms: float = 50,
-    query_terms: float = 25,
-    zipf_a: float = 1.0,
-    threads: int = 1,
-    seed: int = 0,
-    sparse_backend: str = "csr",
-    sparse_params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Time sparse search (SparseIndex, exact `csr` by default) against exact dense search (DenseIndex, flat).
+def successive_sampling_weights(
+    document_frequency: np.ndarray, row_sizes: np.ndarray, iterations: int = 200, tolerance: float = 1e-4
+) -> np.ndarray:
+    """Draw weights w (summing to 1) under which rows of `row_sizes` distinct terms, each the first distinct terms
+    of independent draws from w, hold term t with probability `document_frequency[t]`.
 
-    Milliseconds per query one query at a time (`single_queries` calls) and for a batch of `queries` in one call,
-    with `threads` threads for both; index sizes in bytes; the sparse results' recall@k against exact products. For batches, FAISS uses its
-    own scan below `distance_compute_blas_threshold` queries and BLAS above: both paths are timed.
+    Drawing terms in proportion to their document frequency would under-represent frequent terms (a term counts
+    once per row however often it is drawn). Rosen's approximation gives the inclusion probability of t in a row
+    of m terms as 1 - exp(-lambda_m w_t), lambda_m solving sum_t (1 - exp(-lambda_m w_t)) = m; w is rescaled
+    term by term towards the target until the predicted frequencies match it.
     """
-    from .dense_index import DenseIndex
-    from .sparse_index import SparseIndex
-
-    threads_before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    ids = [str(i) for i in range(images)]
-    report: dict[str, Any] = {"images": images, "queries": queries, "k": k, "dim": dim, "threads": threads, "zipf_a": zipf_a,
-                              "sparse_backend": sparse_backend, "sparse_params": {"threads": threads, **(sparse_params or {})}}
-    try:
-        gallery = synthetic_sparse(images, vocab, image_terms, zipf_a, seed=seed)
-        sparse_queries = synthetic_sparse(queries, vocab, query_terms, zipf_a, seed=seed + 1)
-        report["expected_flops"] = expected_flops(sparse_queries, gallery)
-        report["image_terms_mean"] = gallery.nnz / images
-        report["query_terms_mean"] = sparse_queries.nnz / queries
-        start = time.perf_counter()
-        sparse_index = SparseIndex.build(gallery, ids, backend=sparse_backend, **report["sparse_params"])
-        report["sparse_build_s"] = time.perf_counter() - start
-        report["sparse_bytes"] = sparse_index.nbytes
-        log.info("sparse index built: %d non-zeros, %.0f MB", sparse_index.nnz, sparse_index.nbytes / 1e6)
-        report["sparse_single_ms"] = _ms_per_query(_one_at_a_time(sparse_index.search, sparse_queries, single_queries, k), single_queries)
-        report["sparse_batch_ms"] = _ms_per_query(lambda: sparse_index.search(sparse_queries, k), queries)
-        report["sparse_recall"] = _recall(sparse_index.search(sparse_queries, k)[1], gallery, sparse_queries, k, ids)
-        del sparse_index, gallery
-
-        dense_queries = synthetic_dense(queries, dim, seed=seed + 1)
-        start = time.perf_counter()
-        dense_index = DenseIndex.build(synthetic_dense(images, dim, seed=seed), ids, threads=threads)
-        report["dense_build_s"] = time.perf_counter() - start
-        report["dense_bytes"] = dense_index.nbytes
-        report["dense_single_ms"] = _ms_per_query(_one_at_a_time(dense_index.search, dense_queries, single_queries, k), single_queries)
-        report["dense_batch_ms"] = _ms_per_query(lambda: dense_index.search(dense_queries, k), queries)
-        blas_threshold = faiss.cvar.distance_compute_blas_threshold
-        faiss.cvar.distance_compute_blas_threshold = 1
-        try:
-            report["dense_batch_blas_ms"] = _ms_per_query(lambda: dense_index.search(dense_queries, k), queries)
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = blas_threshold
-    finally:
-        faiss.omp_set_num_threads(threads_before)
-    report["speedup_single"] = report["dense_single_ms"] / report["sparse_single_ms"]
-    report["speedup_batch"] = min(report["dense_batch_ms"], report["dense_batch_blas_ms"]) / report["sparse_batch_ms"]
-    report["size_ratio"] = report["dense_bytes"] / report["sparse_bytes"]
-    return report
+    target = np.asarray(document_frequency, dtype=np.float64)
+    sizes, rows_of_size = np.unique(np.asarray(row_sizes), return_counts=True)
+    share = rows_of_size[sizes > 0] / len(row_sizes)
+    sizes = sizes[sizes > 0].astype(np.float64)
+    weights = target / target.sum()
+    if not sizes.size:
+        return weights
+    lam = sizes.copy()  # sum_t (1 - exp(-m w_t)) <= m: the root lies above, where Newton steps climb to it
+    for _ in range(iterations):
+        for _ in range(50):
+            decay = np.exp(-lam[:, None] * weights[None, :])
+            gap = (1.0 - decay).sum(axis=1) - sizes
+            lam = lam - gap / np.maximum((weights[None, :] * decay).sum(axis=1), 1e-300)
+            if np.abs(gap).max() < 1e-6 * sizes.max():
+                break
+        predicted = share @ (1.0 - np.exp(-lam[:, None] * weights[None, :]))
+        active = target > 0
+        if np.abs(predicted[active] - target[active]).max() < tolerance:
+            break
+        weights[active] *= target[active] / np.maximum(predicted[active], 1e-12)
+        weights /= weights.sum()
+    return weights
 
 
-def _recall(found: list[list[str]], gallery: sp.csr_matrix, queries: sp.csr_matrix, k: int, ids: list[str]) -> float:
-    """Recall@k of sparse results against exact top k (float32 products, ties at the k-th score count as found)."""
-    hits = []
-    for row, found_ids in enumerate(found):
-        scores = (queries[row] @ gallery.T).toarray().ravel()
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        tolerance = 1e-3 * max(abs(kth), 1e-6)  # float16 storage may reorder near-ties
-        wanted = set(np.flatnonzero(scores >= kth - tolerance).tolist())
-        hits.append(min(k, sum(int(i) in wanted for i in found_ids)) / k)
-    return float(np.mean(hits))
+@dataclass
+class SparseStatistics:
+    """What a gallery's sparse vectors look like: terms per row (the observed counts, drawn from as they are),
+    each term's document frequency, and each term's observed weights (a drawn term takes one of them at random)."""
 
+    vocab: int
+    row_sizes: np.ndarray  # non-zeros of each fitted row
+    document_frequency: np.ndarray  # (vocab,) fraction of fitted rows holding each term
+    weight_offsets: np.ndarray  # (vocab + 1,) term t's observed weights are weights[offsets[t]:offsets[t + 1]]
+    weights: np.ndarray
+    draw_weights: np.ndarray  # (vocab,) calibrated draw probabilities (successive_sampling_weights)
 
-def _print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
+    @classmethod
+    def fit(cls, matrix: sp.spmatrix) -> "SparseStatistics":
+        """Fit to a sparse matrix (rows x terms) of non-negative weights."""
+        matrix = sp.csc_matrix(matrix, dtype=np.float32, copy=True)
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        if matrix.shape[0] == 0 or matrix.nnz == 0:
+            raise CirError(f"cannot fit sparse statistics to a matrix without non-zeros (shape {matrix.shape})")
+        row_sizes = np.bincount(matrix.indices, minlength=matrix.shape[0])
+        frequency = np.diff(matrix.indptr) / matrix.shape[0]
+        draw = successive_sampling_weights(frequency, row_sizes)
+        return cls(matrix.shape[1], row_sizes, frequency, matrix.indptr.astype(np.int64), matrix.data.copy(), draw)
 
-    from ..cli.console import console
+    def sample(self, n: int, seed: int = 0) -> sp.csr_matrix:
+        """`n` float32 CSR rows drawn to match the fitted statistics."""
+        rng = np.random.default_rng(seed)
+        active = np.flatnonzero(self.draw_weights > 0)
+        counts = rng.choice(self.row_sizes, n).clip(0, active.size)
+        return _draw_sparse_rows(counts, _TermSampler(self.draw_weights[active]), active, self._observed_weights, self.vocab, rng)
 
-    table = Table(title=f"Stage-one speed: {report['images']:,} images, k={report['k']}, {report['threads']} thread(s)")
-    table.add_column("measure")
-    table.add_column(f"sparse ({report['sparse_backend']}, recall@k {report['sparse_recall']:.3f})", justify="right")
-    table.add_column("dense (faiss flat, exact)", justify="right")
-    table.add_column("dense / sparse", justify="right")
-    table.add_row("ms per query, one at a time", f"{report['sparse_single_ms']:.1f}", f"{report['dense_single_ms']:.1f}",
-                  f"{report['speedup_single']:.1f}x")
-    table.add_row(f"ms per query, batch of {report['queries']}", f"{report['sparse_batch_ms']:.1f}",
-                  f"{report['dense_batch_ms']:.1f} (BLAS path {report['dense_batch_blas_ms']:.1f})", f"{report['speedup_batch']:.1f}x")
-    table.add_row("index size (MB)", f"{report['sparse_bytes'] / 1e6:.0f}", f"{report['dense_bytes'] / 1e6:.0f}",
-                  f"{report['size_ratio']:.1f}x")
-    table.add_row("build (s)", f"{report['sparse_build_s']:.1f}", f"{report['dense_build_s']:.1f}", "")
-    table.add_row("work per query-image pair", f"{report['expected_flops']:.2f} FLOPs", f"{report['dim']} FLOPs", "")
-    console.print(table)
-    console.print(f"terms per image {report['image_terms_mean']:.1f}, per query {report['query_terms_mean']:.1f}, "
-                  f"Zipf exponent {report['zipf_a']}; the batch ratio uses the faster dense path")
+    def _observed_weights(self, terms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        start = self.weight_offsets[terms]
+        available = self.weight_offsets[terms + 1] - start
+        return self.weights[start + (rng.random(terms.size) * available).astype(np.int64)]
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cir.stages.vector_stats", description=benchmark_stage_one.__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200, help="queries in the batched measurement")
-    parser.add_argument("--single-queries", type=int, default=20, help="queries searched one at a time")
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--image-terms", type=float, default=50)
-    parser.add_argument("--query-terms", type=float, default=25)
-    parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of term frequencies")
-    parser.add_argument("--threads", type=int, default=1, help="search threads, sparse and dense")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="csr", help="sparse backend: csr (exact) or seismic (approximate)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a sparse backend setting (repeatable)")
-    args = parser.parse_args(argv)
-    params = {name: json.loads(value) for name, _, value in (p.partition("=") for p in args.param)}
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _print_report(benchmark_stage_one(
-        images=args.images, queries=args.queries, single_queries=args.single_queries, k=args.k, dim=args.dim,
-        image_terms=args.image_terms, query_terms=args.query_terms, zipf_a=args.zipf, threads=args.threads, seed=args.seed,
-        sparse_backend=args.backend, sparse_params=params,
-    ))
-
-
-if __name__ == "__main__":
-    main()
+    def describe(self) -> dict[str, Any]:
+        return {"model": "non-zeros per row drawn from the observed counts; terms by successive sampling calibrated "
+                         "to the observed document frequencies; each weight drawn from the term's observed weights",
+                "fitted_rows": len(self.row_sizes), "terms_used": int((self.document_frequency > 0).sum()),
+                "nnz_mean": float(self.row_sizes.mean())}
