@@ -24,6 +24,7 @@ from ..errors import CirError, FormatError
 from ..io import atomic_path
 from .config import ModelConfig
 from .convert import convert_reference_state, reference_stage
+from .sources import missing_checkpoint_error
 
 if TYPE_CHECKING:
     from torch import nn
@@ -110,20 +111,25 @@ def save_checkpoint(
     return Path(path)
 
 
-def read_checkpoint(path: PathLike) -> CheckpointContents:
-    """Read a cir, reference or LAVIS checkpoint and rename its keys to cir's; raises FormatError if unreadable."""
-    path = _existing(path)
+def read_checkpoint(path: PathLike, part: str | None = None) -> CheckpointContents:
+    """Read a cir, reference or LAVIS checkpoint and rename its keys to cir's; raises FormatError if unreadable.
+
+    `part` ("stage1" / "stage2") is what the caller expects the file to hold: a missing file's message names it.
+    """
+    path = _existing(path, part)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     return _read_torch(path)
 
 
-def read_checkpoints(checkpoint: PathLike | Sequence[PathLike] | None) -> list[CheckpointContents]:
-    """`read_checkpoint` for one path, a list of paths, or None (nothing)."""
+def read_checkpoints(
+    checkpoint: PathLike | Sequence[PathLike] | None, part: str | None = None
+) -> list[CheckpointContents]:
+    """`read_checkpoint` for one path, a list of paths, or None (nothing); `part` as in `read_checkpoint`."""
     if checkpoint is None:
         return []
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    return [read_checkpoint(path) for path in paths]
+    return [read_checkpoint(path, part) for path in paths]
 
 
 def load_checkpoint(model: "CirModel", checkpoint: PathLike | Sequence[PathLike]) -> list[CheckpointContents]:
@@ -195,10 +201,10 @@ def _copy_into(module: "nn.Module", state: Mapping[str, torch.Tensor]) -> None:
             targets[key].copy_(tensor)
 
 
-def _existing(path: PathLike) -> Path:
+def _existing(path: PathLike, part: str | None = None) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise CirError(f"checkpoint not found: {path}")
+        raise missing_checkpoint_error(path, part)
     return path
 
 

@@ -112,9 +112,12 @@ def create_model(
     (weights are never silently random).  Naming the parts builds them all and loads what the files hold, so
     `stages=("stage1", "stage2")` with a stage-one file starts a fresh stage two for training.
     Any missing or unexpected key and any wrong shape raise FormatError naming the file and the keys.
+    A path that does not exist raises CirError saying what the file is (a single `checkpoint` path is taken as
+    the stage-one file, `stage2_checkpoint` as the stage-two one) and where the published ones are.
     """
     config = get_model_config(name)
-    contents = read_checkpoints(checkpoint) + read_checkpoints(stage2_checkpoint)
+    single = isinstance(checkpoint, (str, Path))
+    contents = read_checkpoints(checkpoint, "stage1" if single else None) + read_checkpoints(stage2_checkpoint, "stage2")
     for item in contents:
         if item.config is not None:
             differences = config_differences(config, item.config)
