@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=run_synth)
 
     show = actions.add_parser("show", help="draw queries (reference, text, target, img_set) into a PNG contact sheet")
-    show.add_argument("root", type=Path, help="synthetic (or any CIRR-layout 'synth' release) dataset folder")
+    show.add_argument("root", type=Path, help="dataset folder written by `cir data synth`")
     show.add_argument("--split", choices=SPLIT_CHOICES, default="val")
     show.add_argument("--n", type=int, default=12, help="number of queries (default 12)")
     show.add_argument("--out", type=Path, default=None, help="PNG to write (default ./contact_sheet_<split>.png)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ...errors import FormatError
+from ...errors import CirError, FormatError
 from ...io import atomic_path, read_json
 from ...types import open_image
 from .layout import caption_file, split_file
@@ -29,6 +29,8 @@ def contact_sheet(root: Path, split: str = "val", n: int = 12, out: Path | None 
     """Draw the first `n` queries of `split`, one per row; returns the PNG path (default ./contact_sheet_<split>.png).
 
     Row: reference | caption | target | the four other img_set members (small, in img_set order)."""
+    if n < 1:
+        raise CirError(f"--n must be at least 1 (got {n})")
     root = Path(root)
     entries = read_json(caption_file(root, split), "caption file")[:n]
     paths = read_json(split_file(root, split), "image split file")
