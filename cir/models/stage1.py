@@ -33,8 +33,8 @@ class Stage1Model(nn.Module):
         return vision_tokens(self.visual_encoder, pixels)
 
     def image_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, D) unit gallery vectors from ViT tokens: normalise(vision_proj(CLS))."""
-        return F.normalize(self.vision_proj(tokens[:, 0]), dim=-1)
+        """(B, D) unit gallery vectors from ViT tokens: normalise(vision_proj(CLS)), normalised in float32."""
+        return unit_float32(self.vision_proj(tokens[:, 0]))
 
     def text_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L, H) embedding output LayerNorm(word + position), the text encoder's input."""
@@ -50,5 +50,11 @@ class Stage1Model(nn.Module):
         return output.last_hidden_state
 
     def query_embedding(self, fused: torch.Tensor) -> torch.Tensor:
-        """(B, D) unit query vectors: normalise(text_proj(z_t[:, 0]))."""
-        return F.normalize(self.text_proj(fused[:, 0]), dim=-1)
+        """(B, D) unit query vectors: normalise(text_proj(z_t[:, 0])), normalised in float32."""
+        return unit_float32(self.text_proj(fused[:, 0]))
+
+
+def unit_float32(vectors: torch.Tensor) -> torch.Tensor:
+    """L2-normalise in float32: under bfloat16 autocast the projection is bf16, whose norms miss 1 by up to ~1e-2,
+    more than a dense index accepts; a no-op cast in fp32."""
+    return F.normalize(vectors.float(), dim=-1)
