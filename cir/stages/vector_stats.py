@@ -228,18 +228,22 @@ def successive_sampling_weights(
     share = rows_of_size[sizes > 0] / len(row_sizes)
     sizes = sizes[sizes > 0].astype(np.float64)
     weights = target / target.sum()
+    active = target > 0
+    # A row of as many terms as there are holds them all; the approximation needs a size just below that.
+    sizes = np.minimum(sizes, active.sum() - 0.5)
     if not sizes.size:
         return weights
-    lam = sizes.copy()  # sum_t (1 - exp(-m w_t)) <= m: the root lies above, where Newton steps climb to it
+    lam = sizes.copy()
     for _ in range(iterations):
-        for _ in range(50):
+        # sum_t (1 - exp(-m w_t)) <= m, so lambda_m >= m; from below, Newton steps on the concave sum climb to it.
+        lam = np.maximum(lam, sizes)
+        for _ in range(100):
             decay = np.exp(-lam[:, None] * weights[None, :])
             gap = (1.0 - decay).sum(axis=1) - sizes
-            lam = lam - gap / np.maximum((weights[None, :] * decay).sum(axis=1), 1e-300)
+            lam = np.maximum(lam - gap / np.maximum((weights[None, :] * decay).sum(axis=1), 1e-300), sizes)
             if np.abs(gap).max() < 1e-6 * sizes.max():
                 break
         predicted = share @ (1.0 - np.exp(-lam[:, None] * weights[None, :]))
-        active = target > 0
         if np.abs(predicted[active] - target[active]).max() < tolerance:
             break
         weights[active] *= target[active] / np.maximum(predicted[active], 1e-12)

@@ -1,0 +1,164 @@
+"""Stage one at each gallery size: exact and approximate dense (FAISS flat / IVF / HNSW) and sparse (CSR / Seismic)
+indexes, each built and searched on the same vectors, against the exact index of its family.
+
+Per index: build seconds, bytes, one query at a time on one thread (p50 / p95 ms, queries per second), all queries
+in one call on `threads` threads, recall@k against the exact index (dense approximations vs flat, Seismic vs CSR;
+near-ties within float16 rounding count as found), and the ratios to exact dense search at the same size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from ..stages.dense_index import DenseIndex
+from ..stages.sparse_index import SparseIndex
+from ..stages.vector_stats import expected_flops
+from .timing import latency_summary, peak_rss_bytes, seconds_per_call, thread_limit, timed
+from .vectors import ScaledVectors
+
+log = logging.getLogger(__name__)
+
+SEISMIC_MISSING = "not installed: pip install 'cir[seismic]'"
+_TIE_TOLERANCE = 2e-3  # relative: float16 index weights may reorder near-ties
+
+
+@dataclass(frozen=True)
+class Method:
+    """One stage-one index: its family (dense or sparse), the kind or backend name, and whether it is exact."""
+
+    name: str
+    family: str
+    kind: str
+    exact: bool
+
+
+METHODS = (
+    Method("dense flat", "dense", "flat", True),
+    Method("dense ivf", "dense", "ivf", False),
+    Method("dense hnsw", "dense", "hnsw", False),
+    Method("sparse csr", "sparse", "csr", True),
+    Method("sparse seismic", "sparse", "seismic", False),
+)
+BASELINE = METHODS[0].name
+
+
+def seismic_available() -> bool:
+    return importlib.util.find_spec("seismic") is not None
+
+
+def _build(method: Method, gallery: Any, ids: list[str], threads: int) -> DenseIndex | SparseIndex:
+    if method.family == "dense":
+        return DenseIndex.build(gallery, ids, kind=method.kind, device="cpu")  # threads: set around each call
+    return SparseIndex.build(gallery, ids, backend=method.kind, threads=threads)
+
+
+def _index_params(index: DenseIndex | SparseIndex) -> dict[str, Any]:
+    return dict(index.params) if isinstance(index, DenseIndex) else dict(index.backend.params)
+
+
+def _batch_seconds(index: DenseIndex | SparseIndex, queries: Any, k: int) -> tuple[float, str, list[list[str]], np.ndarray]:
+    """Seconds to search all queries in one call; FAISS flat is timed on its own scan and on BLAS, the faster kept."""
+    seconds, (scores, found) = timed(lambda: index.search(queries, k))
+    path = "default"
+    if isinstance(index, DenseIndex) and index.kind == "flat":
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        below = len(queries) < threshold
+        faiss.cvar.distance_compute_blas_threshold = 1 if below else len(queries) + 1
+        try:
+            other, _ = timed(lambda: index.search(queries, k))
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
+        if other < seconds:
+            seconds, path = other, "blas" if below else "scan"
+        else:
+            path = "scan" if below else "blas"
+    return seconds, path, found, scores
+
+
+def recall_at_k(found: list[list[str]], kth_scores: np.ndarray, true_scores: Callable[[int, np.ndarray], np.ndarray], k: int) -> float:
+    """Mean share of each query's k results scoring at least the exact k-th score (ids are gallery row numbers)."""
+    hits = []
+    for query, ids in enumerate(found):
+        rows = np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        scores = true_scores(query, rows)
+        floor = kth_scores[query] - _TIE_TOLERANCE * max(abs(float(kth_scores[query])), 1e-6)
+        hits.append(min(k, int((scores >= floor).sum())) / k)
+    return float(np.mean(hits))
+
+
+def _true_scores(gallery: Any, queries: Any) -> Callable[[int, np.ndarray], np.ndarray]:
+    if sp.issparse(gallery):
+        return lambda q, rows: (queries[q] @ gallery[rows].T).toarray().ravel()
+    return lambda q, rows: gallery[rows] @ queries[q]
+
+
+def measure(method: Method, gallery: Any, queries: Any, k: int, threads: int) -> tuple[dict[str, Any], list[list[str]], np.ndarray]:
+    """Build `method` on `gallery` and time its searches: the report row, the batched results and their scores."""
+    n = gallery.shape[0]
+    ids = [str(i) for i in range(n)]
+    with thread_limit(threads):
+        build_s, index = timed(lambda: _build(method, gallery, ids, threads))
+    with thread_limit(1):
+        single = seconds_per_call(lambda q: index.search(queries[q : q + 1], k), range(queries.shape[0]))
+    with thread_limit(threads):
+        batch_s, path, found, scores = _batch_seconds(index, queries, k)
+    row = {"method": method.name, "family": method.family, "kind": method.kind, "exact": method.exact, "status": "ok",
+           "images": n, "build_s": build_s, "index_bytes": int(index.nbytes), **latency_summary(single, "single_"),
+           "batch_qps": queries.shape[0] / batch_s, "batch_ms_per_query": 1000 * batch_s / queries.shape[0],
+           "batch_path": path, "params": _index_params(index)}
+    if method.family == "sparse":
+        row["flops_per_pair"] = expected_flops(queries, gallery)
+        row["terms_per_image"] = gallery.nnz / n
+    else:
+        row["flops_per_pair"] = float(gallery.shape[1])
+    return row, found, scores
+
+
+def _not_measured(method: Method, n: int, why: str) -> dict[str, Any]:
+    return {"method": method.name, "family": method.family, "kind": method.kind, "exact": method.exact, "images": n,
+            "status": why}
+
+
+def bench_scale(vectors: ScaledVectors, n: int, k: int, threads: int, skip: frozenset[str] = frozenset()) -> Iterator[dict[str, Any]]:
+    """Rows of every method at gallery size `n`, each family's exact index first; approximate kinds in `skip`
+    get a row saying so."""
+    families = {"dense": (vectors.dense_gallery(n), vectors.dense_queries),
+                "sparse": (vectors.sparse_gallery(n), vectors.sparse_queries)}
+    reference: dict[str, tuple[str, np.ndarray]] = {}
+    for method in METHODS:
+        if method.kind in skip and not method.exact:
+            yield _not_measured(method, n, f"skipped (--skip {method.kind})")
+            continue
+        if method.kind == "seismic" and not seismic_available():
+            yield _not_measured(method, n, SEISMIC_MISSING)
+            continue
+        gallery, queries = families[method.family]
+        row, found, scores = measure(method, gallery, queries, k, threads)
+        if method.exact:
+            reference[method.family] = (method.name, scores[:, min(k, n) - 1])
+            row["recall"], row["recall_against"] = 1.0, method.name
+        else:
+            against, kth = reference[method.family]
+            row["recall"] = recall_at_k(found, kth, _true_scores(gallery, queries), min(k, n))
+            row["recall_against"] = against
+        row["peak_rss_bytes"] = peak_rss_bytes()
+        yield row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Speed-ups (queries per second) and size ratios against exact dense search at the same gallery size."""
+    baselines = {r["images"]: r for r in rows if r["method"] == BASELINE and r["status"] == "ok"}
+    for row in rows:
+        base = baselines.get(row["images"])
+        if base is None or row["status"] != "ok":
+            continue
+        row["speedup_single"] = row["single_qps"] / base["single_qps"]
+        row["speedup_batch"] = row["batch_qps"] / base["batch_qps"]
+        row["size_ratio"] = row["index_bytes"] / base["index_bytes"]

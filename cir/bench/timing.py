@@ -1,0 +1,60 @@
+"""Measuring helpers shared by the benchmark sections: per-call latencies, thread limits, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+
+def seconds_per_call(call: Callable[[Any], object], items: Iterable[Any], warmup: bool = True) -> np.ndarray:
+    """Wall-clock seconds of `call(item)` for each item, after one untimed call on the first item (warm caches)."""
+    items = list(items)
+    if warmup and items:
+        call(items[0])
+    seconds = np.empty(len(items))
+    for i, item in enumerate(items):
+        start = time.perf_counter()
+        call(item)
+        seconds[i] = time.perf_counter() - start
+    return seconds
+
+
+def latency_summary(seconds: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """p50 / p95 / mean milliseconds and calls per second of per-call timings, keys prefixed with `prefix`."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    return {f"{prefix}p50_ms": float(np.percentile(ms, 50)), f"{prefix}p95_ms": float(np.percentile(ms, 95)),
+            f"{prefix}mean_ms": float(ms.mean()), f"{prefix}qps": float(1000 / ms.mean())}
+
+
+def timed(call: Callable[[], object]) -> tuple[float, object]:
+    """Seconds one call takes, and what it returned."""
+    start = time.perf_counter()
+    result = call()
+    return time.perf_counter() - start, result
+
+
+@contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """Run torch and faiss on `threads` threads inside the block, restoring the previous settings after."""
+    import faiss
+    import torch
+
+    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_before)
+        faiss.omp_set_num_threads(faiss_before)
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (getrusage maxrss: kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
