@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cir.errors import CirError, FormatError
+from cir.errors import CirError, DatasetNotFoundError, FormatError
 from cir.stages.dense_index import DenseIndex, use_gpu
 from cir.stages.vector_stats import synthetic_dense
 
@@ -129,7 +129,7 @@ def test_gpu_request_without_a_gpu_gives_the_install_hint(monkeypatch):
 
 
 def test_loading_a_broken_folder_names_the_file(tmp_path):
-    with pytest.raises(FormatError, match="dense index not found"):
+    with pytest.raises(DatasetNotFoundError, match="dense index not found"):
         DenseIndex.load(tmp_path / "missing")
     path = DenseIndex.build(synthetic_dense(6, 8, seed=14), image_ids(6)).save(tmp_path / "dense")
     (path / "ids.json").write_text(json.dumps(["only-one"]))

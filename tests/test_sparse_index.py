@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cir.errors import CirError, FormatError, UnknownIdError
+from cir.errors import CirError, DatasetNotFoundError, FormatError, UnknownIdError
 from cir.stages.sparse_explain import explain, explain_result
 from cir.stages.sparse_index import InvertedBlocks, SeismicBackend, SparseIndex, backends, top_k
 from cir.stages.vector_stats import expected_flops, synthetic_sparse
@@ -200,9 +200,13 @@ def test_bad_galleries_and_queries_are_refused_clearly(gallery):
 
 
 def test_loading_a_broken_folder_names_the_file(gallery, tmp_path):
-    with pytest.raises(FormatError, match="sparse index not found"):
+    with pytest.raises(DatasetNotFoundError, match="sparse index not found"):
         SparseIndex.load(tmp_path / "missing")
     path = SparseIndex.build(gallery, image_ids(600)).save(tmp_path / "sparse")
+    (path / "images.npy").rename(path / "moved.npy")
+    with pytest.raises(DatasetNotFoundError, match="sparse index file not found: .*images.npy"):
+        SparseIndex.load(path)
+    (path / "moved.npy").rename(path / "images.npy")
     np.save(path / "weights.npy", np.zeros(3, np.float32))
     with pytest.raises(FormatError, match="weights.npy: expected float16 values"):
         SparseIndex.load(path)

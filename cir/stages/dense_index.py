@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 
-from ..errors import CirError, FormatError
+from ..errors import CirError, DatasetNotFoundError, FormatError
 from ..io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def label_results(scores: np.ndarray, rows: np.ndarray, ids: Sequence[str]) -> t
 def read_index_settings(path: Path, kind_of_index: str) -> dict[str, Any]:
     """The settings.json of a saved index folder, with a clear error when the folder is not one."""
     if not path.is_dir():
-        raise FormatError(f"{kind_of_index} not found: {path} (expected a folder written by save())")
+        raise DatasetNotFoundError(f"{kind_of_index} not found: {path} (expected a folder written by save())")
     settings = read_json(path / "settings.json", f"{kind_of_index} settings")
     if not isinstance(settings, dict) or settings.get("format") != FORMAT_VERSION:
         raise FormatError(f"{path / 'settings.json'}: not a cir {kind_of_index} of format {FORMAT_VERSION}")
@@ -271,7 +271,7 @@ class DenseIndex:
         path = Path(path)
         settings = read_index_settings(path, "dense index")
         if not (path / "index.faiss").is_file():
-            raise FormatError(f"dense index file not found: {path / 'index.faiss'}")
+            raise DatasetNotFoundError(f"dense index file not found: {path / 'index.faiss'}")
         try:
             index = faiss.read_index(str(path / "index.faiss"))
         except RuntimeError as exc:

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from ..errors import CirError, FormatError, UnknownIdError, require
+from ..errors import CirError, DatasetNotFoundError, FormatError, UnknownIdError, require
 from ..io import write_json
 from ..registry import Registry
 from .dense_index import atomic_directory, check_ids, label_results, read_ids, read_index_settings
@@ -92,6 +92,19 @@ class SparseBackend(ABC):
 
 
 backends: Registry[type[SparseBackend]] = Registry("sparse index backend")
+
+
+def load_array(file: Path, dtype: type) -> np.ndarray:
+    """A saved index array (.npy) of the expected dtype, with errors that name the file."""
+    if not file.is_file():
+        raise DatasetNotFoundError(f"sparse index file not found: {file}")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except ValueError as exc:
+        raise FormatError(f"{file}: not a numpy array file ({exc})") from exc
+    if array.dtype != dtype:
+        raise FormatError(f"{file}: expected {np.dtype(dtype).name} values, found {array.dtype.name}")
+    return array
 
 
 def thread_count(threads: int) -> int:
@@ -168,18 +181,9 @@ class InvertedBlocks(SparseBackend):
 
     @classmethod
     def load(cls, folder: Path, params: dict[str, Any], n_images: int, vocab_size: int) -> "InvertedBlocks":
-        arrays = {}
-        for name, dtype in (("indptr", np.int64), ("images", np.uint16), ("weights", np.float16)):
-            file = folder / f"{name}.npy"
-            if not file.is_file():
-                raise FormatError(f"sparse index file not found: {file}")
-            try:
-                arrays[name] = np.load(file, allow_pickle=False)
-            except ValueError as exc:
-                raise FormatError(f"{file}: not a numpy array file ({exc})") from exc
-            if arrays[name].dtype != dtype:
-                raise FormatError(f"{file}: expected {np.dtype(dtype).name} values, found {arrays[name].dtype.name}")
-        indptr, images, weights = arrays["indptr"], arrays["images"], arrays["weights"]
+        indptr = load_array(folder / "indptr.npy", np.int64)
+        images = load_array(folder / "images.npy", np.uint16)
+        weights = load_array(folder / "weights.npy", np.float16)
         blocks = -(-n_images // cls.block_size)
         if indptr.shape != (blocks, vocab_size + 1) or len(images) != len(weights) or indptr[-1, -1] != len(images):
             raise FormatError(f"{folder}: posting arrays do not match {n_images} images and {vocab_size} terms")
@@ -324,18 +328,17 @@ class SeismicBackend(SparseBackend):
             index = seismic.SeismicIndex.build_from_dataset(
                 dataset, num_threads=thread_count(settings["threads"]), **{k: settings[k] for k in cls.build_defaults}
             )
-        return cls(index, settings, np.flatnonzero(np.diff(matrix.indptr) == 0))
+        return cls(index, settings, np.flatnonzero(np.diff(matrix.indptr) == 0).astype(np.int64))
 
     @classmethod
     def load(cls, folder: Path, params: dict[str, Any], n_images: int, vocab_size: int) -> "SeismicBackend":
         seismic = cls._module()
         file = folder / f"{cls.file_stem}.index.seismic"
         if not file.is_file():
-            raise FormatError(f"seismic index file not found: {file}")
+            raise DatasetNotFoundError(f"seismic index file not found: {file}")
         with _native_stdout("seismic load"):
             index = seismic.SeismicIndex.load(str(file))
-        empty_rows = np.load(folder / "empty_rows.npy", allow_pickle=False)
-        return cls(index, cls.settings(params), empty_rows)
+        return cls(index, cls.settings(params), load_array(folder / "empty_rows.npy", np.int64))
 
     def save(self, folder: Path) -> None:
         with _native_stdout("seismic save"):
