@@ -38,6 +38,12 @@ def timed(call: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def best_of(call: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+    """The fewest seconds of `repeats` calls (the least disturbed by other work on the machine), and a result."""
+    timings = [timed(call) for _ in range(repeats)]
+    return min(seconds for seconds, _ in timings), timings[-1][1]
+
+
 @contextmanager
 def thread_limit(threads: int) -> Iterator[None]:
     """Run torch and faiss on `threads` threads inside the block, restoring the previous settings after."""

@@ -3,7 +3,8 @@
 Dense: the gallery's image embeddings (encoded through the feature cache), then draws from a Gaussian fitted to
 them (`DenseStatistics`). Sparse: the sparse image head's output on those embeddings, then draws matching its
 non-zero counts, term document frequencies and per-term weights (`SparseStatistics`); without a trained sparse
-head, `synthetic_sparse` with the parameters in SYNTHETIC_SPARSE. Queries are always the first N real queries.
+head, `synthetic_sparse` with the parameters in SYNTHETIC_SPARSE. Queries are the split's first N queries, encoded
+by the model (sparse ones by the sparse query head; synthetic too when there is none).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class ScaledVectors:
         """How the vectors were made, in words and numbers, for the report."""
         real_rows = len(self.real.dense_gallery)
         dense = {"real_rows": real_rows, "beyond": self.dense_statistics.describe(),
-                 "text": f"the first {real_rows:,} gallery rows are the model's image embeddings; beyond them, draws "
+                 "text": f"the first {real_rows:,} gallery rows (every row at sizes up to that) are the model's image "
+                         "embeddings; beyond them, draws "
                          f"from a Gaussian fitted to those embeddings (mean + rank-{self.dense_statistics.rank} "
                          "principal directions + diagonal residual), L2-normalised",
                  "queries": f"{len(self.real.queries)} real query embeddings"}
