@@ -116,8 +116,8 @@ def create_model(
     the stage-one file, `stage2_checkpoint` as the stage-two one) and where the published ones are.
     """
     config = get_model_config(name)
-    single = isinstance(checkpoint, (str, Path))
-    contents = read_checkpoints(checkpoint, "stage1" if single else None) + read_checkpoints(stage2_checkpoint, "stage2")
+    first_part = "stage1" if isinstance(checkpoint, (str, Path)) else None
+    contents = read_checkpoints(checkpoint, first_part) + read_checkpoints(stage2_checkpoint, "stage2")
     for item in contents:
         if item.config is not None:
             differences = config_differences(config, item.config)

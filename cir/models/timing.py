@@ -123,7 +123,9 @@ def measure(
     """Build `model_name` with random weights and time gallery indexing of `images` random images per precision."""
     torch.manual_seed(seed)
     config = get_model_config(model_name)
+    start = time.perf_counter()
     model = build_model(config).eval().to(device)
+    log.info("built %s with random weights in %.1f s", model_name, time.perf_counter() - start)
     size = config.vision.image_size
     with tempfile.TemporaryDirectory(prefix="cir-timing-") as tmp:
         work_dir = Path(tmp)
@@ -181,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..eval.report import machine_description
 
+    logging.basicConfig(format="%(message)s")
+    log.setLevel(logging.INFO)  # each stage's time as soon as it is known
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     precisions = tuple(PRECISIONS) if args.precision == "both" else (args.precision,)
     timings = measure(args.model, args.images, args.batch_size, precisions, args.device)
+    image_size = get_model_config(args.model).vision.image_size
     caption = (
-        f"{args.model}, random weights; extrapolated from {args.images} random {get_model_config(args.model).vision.image_size} px "
-        f"images in batches of {args.batch_size}; {machine_description()}; load average before the run {load:.1f}"
+        f"{args.model}, random weights; extrapolated from {args.images} random {image_size} px images in batches of "
+        f"{args.batch_size}; {machine_description()}; load average before the run {load:.1f}"
     )
     Console().print(render(timings, args.gallery_size, caption))
     if args.out:
