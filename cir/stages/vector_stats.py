@@ -212,43 +212,57 @@ class DenseStatistics:
                 "fitted_rows": self.fitted_rows, "dim": len(self.mean), "rank": self.rank}
 
 
-def successive_sampling_weights(
-    document_frequency: np.ndarray, row_sizes: np.ndarray, iterations: int = 200, tolerance: float = 1e-4
+def _newton_increasing_concave(
+    value: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], start: np.ndarray, floor: np.ndarray, tolerance: float
 ) -> np.ndarray:
+    """Roots of increasing concave functions (one per entry), `value(x)` giving (f(x), f'(x)). From below the root,
+    Newton steps climb to it without overshooting; from above, one step lands below (at least at `floor`)."""
+    x = start
+    for _ in range(100):
+        f, slope = value(x)
+        if np.abs(f).max() < tolerance:
+            break
+        x = np.maximum(x - f / np.maximum(slope, 1e-300), floor)
+    return x
+
+
+def successive_sampling_weights(document_frequency: np.ndarray, row_sizes: np.ndarray, tolerance: float = 1e-4) -> np.ndarray:
     """Draw weights w (summing to 1) under which rows of `row_sizes` distinct terms, each the first distinct terms
     of independent draws from w, hold term t with probability `document_frequency[t]`.
 
     Drawing terms in proportion to their document frequency would under-represent frequent terms (a term counts
     once per row however often it is drawn). Rosen's approximation gives the inclusion probability of t in a row
-    of m terms as 1 - exp(-lambda_m w_t), lambda_m solving sum_t (1 - exp(-lambda_m w_t)) = m; w is rescaled
-    term by term towards the target until the predicted frequencies match it.
+    of m terms as 1 - exp(-lambda_m w_t), lambda_m solving sum_t (1 - exp(-lambda_m w_t)) = m. The lambdas and
+    the weights are solved for in turn (Newton's method for each) until the predicted frequencies match.
     """
-    target = np.asarray(document_frequency, dtype=np.float64)
+    frequency = np.asarray(document_frequency, dtype=np.float64)
+    active = np.flatnonzero(frequency > 0)  # terms never seen are never drawn
+    target = np.minimum(frequency[active], 1 - 1e-6)  # a term in every row would need an infinite weight
     sizes, rows_of_size = np.unique(np.asarray(row_sizes), return_counts=True)
     share = rows_of_size[sizes > 0] / len(row_sizes)
-    sizes = sizes[sizes > 0].astype(np.float64)
-    weights = target / target.sum()
-    active = target > 0
     # A row of as many terms as there are holds them all; the approximation needs a size just below that.
-    sizes = np.minimum(sizes, active.sum() - 0.5)
-    if not sizes.size:
-        return weights
+    sizes = np.minimum(sizes[sizes > 0], len(active) - 0.5).astype(np.float64)
+    weights = target / target.sum()
     lam = sizes.copy()
-    for _ in range(iterations):
-        # sum_t (1 - exp(-m w_t)) <= m, so lambda_m >= m; from below, Newton steps on the concave sum climb to it.
-        lam = np.maximum(lam, sizes)
-        for _ in range(100):
+    for _ in range(50 if sizes.size else 0):
+
+        def row_size_gap(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             decay = np.exp(-lam[:, None] * weights[None, :])
-            gap = (1.0 - decay).sum(axis=1) - sizes
-            lam = np.maximum(lam - gap / np.maximum((weights[None, :] * decay).sum(axis=1), 1e-300), sizes)
-            if np.abs(gap).max() < 1e-6 * sizes.max():
-                break
-        predicted = share @ (1.0 - np.exp(-lam[:, None] * weights[None, :]))
-        if np.abs(predicted[active] - target[active]).max() < tolerance:
+            return (1.0 - decay).sum(axis=1) - sizes, (weights[None, :] * decay).sum(axis=1)
+
+        # sum_t (1 - exp(-m w_t)) <= m, so lambda_m >= m.
+        lam = _newton_increasing_concave(row_size_gap, np.maximum(lam, sizes), sizes, 1e-6 * sizes.max())
+
+        def frequency_gap(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            decay = np.exp(-lam[:, None] * w[None, :])
+            return share @ (1.0 - decay) - target, share @ (lam[:, None] * decay)
+
+        if np.abs(frequency_gap(weights)[0]).max() < tolerance:
             break
-        weights[active] *= target[active] / np.maximum(predicted[active], 1e-12)
-        weights /= weights.sum()
-    return weights
+        weights = _newton_increasing_concave(frequency_gap, weights, np.zeros_like(weights), tolerance / 10)
+    out = np.zeros_like(frequency)
+    out[active] = weights / weights.sum()
+    return out
 
 
 @dataclass
