@@ -109,7 +109,9 @@ def stage_two_table(section: dict[str, Any]) -> BenchTable:
         verdict = (f"{check['candidates']} candidates from cached tokens: {check['measured_ms']:.1f} ms per query "
                    f"(limit {check['limit_ms']:.0f} ms, {check['threads']} thread(s)): {'met' if check['met'] else 'NOT met'}")
     caption = (f"{section['queries']} queries, {section['threads']} thread(s), ms per query. Encoded: the K candidate "
-               f"images are preprocessed and run through the ViT inside each query (decoded beforehand). {verdict}.")
+               f"images are preprocessed and run through the ViT inside each query (decoded beforehand). Cached "
+               f"patch tokens take {section['token_bytes_per_image'] / 1e3:.1f} kB per gallery image "
+               f"({section['token_bytes_per_image'] / 1e3:.1f} GB per million images). {verdict}.")
     columns = ["cached p50", "cached p95", "cached mean", "encoded p50", "encoded p95", "encoded mean", "encoded / cached"]
     return BenchTable("Stage two: reranking K candidates", ["K"] + columns, rows, caption)
 

@@ -91,10 +91,10 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     from ..eval.report import machine_description
 
     with thread_limit(settings.threads), open_context(settings.data, settings.cache_dir) as context:
+        date = datetime.now().isoformat(timespec="seconds")
         result: dict[str, Any] = {
-            "title": f"cir bench, {datetime.now().isoformat(timespec='seconds')}: {machine_description()}; "
-                     f"faiss {settings.threads} threads (1 for one-query latency)",
-            "date": datetime.now().isoformat(timespec="seconds"),
+            "title": f"cir bench, {date}: {machine_description()}; faiss {settings.threads} threads (1 for one-query latency)",
+            "date": date,
             "machine": machine_description(),
             "settings": settings.to_dict(),
             "model": context.describe(),

@@ -49,6 +49,7 @@ def bench_stage_two(context: BenchContext, real: RealVectors, threads: int, dept
     gallery = context.benchmark.gallery
     reranker = DualEncoderReranker(context.model, context.cache)
     reranker.index(gallery)
+    token_bytes = int(np.prod(reranker.encoder.features["tokens"].shape[1:])) * 2  # cached as float16
     deepest = min(max(depths), len(real.ids))
     _, candidates = DenseIndex.build(real.dense_gallery, real.ids, device="cpu").search(real.dense_queries, deepest)
     images = {image_id: gallery.load(image_id) for image_id in {i for found in candidates for i in found}}
@@ -62,7 +63,8 @@ def bench_stage_two(context: BenchContext, real: RealVectors, threads: int, dept
             )
             rows.append({"candidates": depth, **latency_summary(cached, "cached_"), **latency_summary(encoded, "encoded_"),
                          "encoded_over_cached": float(encoded.mean() / cached.mean())})
-    return {"queries": len(queries), "threads": threads, "rows": rows, "requirement": requirement_check(rows, threads)}
+    return {"queries": len(queries), "threads": threads, "token_bytes_per_image": token_bytes,
+            "rows": rows, "requirement": requirement_check(rows, threads)}
 
 
 def requirement_check(rows: list[dict[str, Any]], threads: int) -> dict[str, Any]:
