@@ -9,7 +9,6 @@ Gallery encoding is timed into a fresh temporary cache.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import tracemalloc
 from typing import Any, Sequence
@@ -24,8 +23,6 @@ from ..stages.rerank import DualEncoderReranker, reranker_tower
 from ..types import Gallery, Query
 from .context import PRETRAINED_NAME, BenchContext
 from .timing import latency_summary, peak_rss_bytes, thread_limit, timed
-
-log = logging.getLogger(__name__)
 
 TRACED_QUERIES = 5
 

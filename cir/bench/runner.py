@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,8 +18,6 @@ from .stage_one import METHODS, add_ratios, bench_scale
 from .stage_two import RERANK_DEPTHS, bench_stage_two
 from .timing import thread_limit
 from .vectors import ScaledVectors, encode_real_vectors
-
-log = logging.getLogger(__name__)
 
 SECTIONS = ("stage1", "stage2", "e2e")
 SKIPPABLE_INDEXES = tuple(m.kind for m in METHODS if not m.exact)  # the exact ones are every comparison's reference

@@ -10,7 +10,6 @@ the same size.
 from __future__ import annotations
 
 import importlib.util
-import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -23,8 +22,6 @@ from ..stages.sparse_index import SparseIndex
 from ..stages.vector_stats import expected_flops
 from .timing import best_of, latency_summary, peak_rss_bytes, seconds_per_call, thread_limit, timed
 from .vectors import ScaledVectors
-
-log = logging.getLogger(__name__)
 
 SEISMIC_MISSING = "not installed: pip install 'cir[seismic]'"
 _TIE_TOLERANCE = 2e-3  # relative: float16 index weights may reorder near-ties

@@ -7,7 +7,6 @@ The candidates are each query's real stage-one top K (exact dense search over th
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,8 +19,6 @@ from ..types import Query, Ranking, Run
 from .context import BenchContext
 from .timing import latency_summary, seconds_per_call, thread_limit
 from .vectors import RealVectors
-
-log = logging.getLogger(__name__)
 
 RERANK_DEPTHS = (10, 50, 100)
 # The promise the README makes: 50 candidates reranked from cached tokens in at most 50 ms per query (2 CPU cores).
