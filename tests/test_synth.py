@@ -15,10 +15,12 @@ from cir.cli import main as cli_main
 from cir.data import load_benchmark
 from cir.data.synth import SIZES, ensure_synthetic, generate, is_complete, load_metadata, oracle_run
 from cir.data.synth import writer as writer_module
-from cir.data.synth.edits import EDIT_KINDS, apply, edit_between, modification_from_record, possible_kinds, random_edit
+from cir.data.synth.edits import (
+    EDIT_KINDS, apply, edit_between, edits_at, modification_from_record, possible_kinds, random_edit,
+)
 from cir.data.synth.phrasing import refer, template_pattern
 from cir.data.synth.plan import plan_split
-from cir.data.synth.scene import Scene, SceneObject, random_scene
+from cir.data.synth.scene import CELLS, Scene, SceneObject, random_scene
 from cir.errors import CirError
 from cir.types import Ranking, Run
 
@@ -135,6 +137,11 @@ def test_edit_between_recovers_every_edit() -> None:
         assert edit_between(scene, edited) == edit
         assert edit_between(edited, scene) is not None  # edits are reversible by one edit
         assert edit_between(scene, scene) is None
+        for alternative in edits_at(scene, rng.choice(CELLS)):
+            try:
+                assert edit_between(scene, apply(scene, alternative)) == alternative
+            except ValueError:  # beyond the object-count limits
+                assert alternative.kind in ("add", "remove")
     assert set(EDIT_KINDS) == {"add", "remove", "recolour", "reshape", "resize", "move"}
 
 
@@ -199,11 +206,28 @@ def test_oracle_scores_100_and_the_reference_alone_cannot_find_the_target(tiny_r
         assert scores["recall@1"] < 10.0
 
 
+def test_a_perfect_reference_only_system_rarely_finds_the_target(tiny_root: Path, metadata: dict) -> None:
+    """Even knowing every scene exactly, without the text the best bet is a random scene one edit from the reference:
+    distractors and most img_set members are one edit away from it too."""
+    for split in ("val", "test"):
+        scenes = split_scenes(metadata, split)
+        hit_at_1, subset_hit_at_1 = [], []
+        for entry in read(tiny_root, "captions", split):
+            reference = scenes[entry["reference"]]
+            near = [n for n, s in scenes.items() if n != entry["reference"] and edit_between(reference, s) is not None]
+            hit_at_1.append((entry["target_hard"] in near) / max(1, len(near)))
+            others = [m for m in entry["img_set"]["members"] if m != entry["reference"]]
+            near_in_set = [m for m in others if edit_between(reference, scenes[m]) is not None] or others
+            subset_hit_at_1.append((entry["target_hard"] in near_in_set) / len(near_in_set))
+        assert 100 * np.mean(hit_at_1) < 20
+        assert 100 * np.mean(subset_hit_at_1) < 35
+
+
 def test_default_size_meets_the_query_and_gallery_counts() -> None:
     spec = SIZES["default"]
     assert spec.queries["train"] >= 20_000 and spec.queries["val"] >= 2_000 and spec.queries["test"] >= 2_000
     val = plan_split("val", spec.queries["val"], seed=0, first_pairid=0, heldout=False,
-                     distractors_per_group=spec.eval_distractors)
+                     distractors_per_query=spec.eval_distractors)
     assert len(val.queries) == spec.queries["val"]
     assert len(val.scenes) >= 5_000
 

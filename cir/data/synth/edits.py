@@ -166,6 +166,18 @@ def random_edit(scene: Scene, kind: str, rng: random.Random, cell: Cell | None =
     return Edit(kind, cell, rng.choice([v for v in values if v != current]))
 
 
+def edits_at(scene: Scene, cell: Cell) -> list[Edit]:
+    """Every edit acting on `cell`: each attribute change, move and removal of its object, or, if it is empty,
+    each object that could be added there. Some may break object-count limits; `apply` rejects those."""
+    obj = scene.at(cell)
+    if obj is None:
+        return [Edit("add", cell, SceneObject(cell[0], cell[1], shape, colour, size))
+                for shape in SHAPES for colour in COLOURS for size in SIZES]
+    changes = [Edit(kind, cell, value) for kind, (attribute, values) in ATTRIBUTE_EDITS.items()
+               for value in values if value != getattr(obj, attribute)]
+    return changes + [Edit("move", cell, free) for free in scene.empty_cells()] + [Edit("remove", cell)]
+
+
 def all_cells_touched(modification: Sequence[Edit]) -> set[Cell]:
     return set().union(*(e.touched_cells() for e in modification))
 

@@ -10,7 +10,7 @@ from typing import Any
 from ...errors import DatasetNotFoundError, FormatError
 
 GENERATOR = "cir.data.synth"
-GENERATOR_VERSION = 2  # bump whenever the same seed would give different files
+GENERATOR_VERSION = 3  # bump whenever the same seed would give different files
 SPLITS = ("train", "val", "test")
 
 

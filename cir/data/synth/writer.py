@@ -43,7 +43,7 @@ START_METHOD = "fork" if sys.platform == "linux" else None
 
 @dataclass(frozen=True)
 class SizeSpec:
-    """Queries per split and distractors (one edit from a reference) per img_set in the evaluation splits."""
+    """Queries per split, and distractors (scenes one edit from the reference) per query in the evaluation splits."""
 
     queries: dict[str, int]
     eval_distractors: int = 3
