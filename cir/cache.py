@@ -11,14 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .io import atomic_directory
 from .types import Gallery
 
 log = logging.getLogger(__name__)
@@ -112,9 +111,7 @@ def _open_entry(entry: Path, ids: list[str]) -> CachedFeatures | None:
 def _build_entry(entry: Path, gallery: Gallery, encode: BatchEncoder, batch_size: int, desc: str) -> None:
     from tqdm.auto import tqdm
 
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    with atomic_directory(entry) as tmp:
         outputs: dict[str, np.ndarray] = {}
         n = len(gallery)
         with tqdm(total=n, desc=desc, unit="img", disable=n < 2 * batch_size) as bar:
@@ -131,9 +128,3 @@ def _build_entry(entry: Path, gallery: Gallery, encode: BatchEncoder, batch_size
         for array in outputs.values():
             array.flush()
         (tmp / "manifest.json").write_text(json.dumps({"ids": gallery.ids, "arrays": sorted(outputs)}))
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

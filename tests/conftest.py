@@ -60,3 +60,22 @@ def circo_test(benchmarks_dir: Path):
     from cir.data import load_benchmark
 
     return load_benchmark("circo", benchmarks_dir / "circo", "test")
+
+
+@pytest.fixture(scope="session")
+def synth_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic benchmark (CIRR layout, release "synth"), generated once per test session."""
+    from cir.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "tiny", seed=0, size="tiny", workers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """blip-tiny with random weights (seeded): enough to exercise every code path, not to rank well."""
+    import torch
+
+    from cir.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("blip-tiny", stages=("stage1", "stage2"))

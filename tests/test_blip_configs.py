@@ -25,7 +25,7 @@ from cir.experiment import open_benchmark
 from cir.io import read_json
 from cir.models import BLIP_MEAN, BLIP_STD, create_model, get_model_config
 from cir.models.sources import PUBLISHED_CHECKPOINTS, REFERENCE_REPO
-from cir.models.timing import duration, measure
+from cir.bench.encode_timing import duration, measure
 from cir.stages.rerank import score_candidates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_cirr_config_runs_eval_and_server_files_on_cpu_in_bf16(tmp_path, capsys)
 
 
 def test_encode_timing_runs_both_precisions_through_the_eval_stages():
-    """`python -m cir.models.timing` at the golden size: every stage timed at each precision, then extrapolated."""
+    """`python -m cir.bench.encode_timing` at the golden size: every stage timed at each precision, then extrapolated."""
     torch.set_num_threads(1)
     timings = measure("blip-golden", images=3, batch_size=2)
     assert [t.precision for t in timings] == ["fp32", "bf16"]

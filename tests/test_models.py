@@ -152,7 +152,7 @@ def test_tiny_forward_both_stages(tiny):
     images = random_images([(64, 64), (90, 40), (30, 100), (50, 45)])
     with torch.no_grad():
         tokens = tiny.stage1.image_tokens(tiny.preprocess(images))
-        assert tokens.shape == (4, 65, 192)
+        assert tokens.shape == (4, tiny.config.vision.num_tokens, 192)
         cand_emb = tiny.stage1.image_embedding(tokens)
         ids, mask = tiny.tokenizer(["make it red", "same shirt but with long sleeves and a collar"])
         fused = tiny.stage1.fuse(tokens[:2], ids, mask)

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 from scipy import stats
 
-from cir.eval.report import machine_description, metric_label, render_report, write_report
+from cir.eval.report import metric_label, render_report, write_report
+from cir.machine import machine_description
 from cir.eval.significance import compare_runs, paired_p_value
 from cir.types import Ranking, Run
 

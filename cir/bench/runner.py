@@ -85,7 +85,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         raise CirError("--queries, --k, --threads, --encode-images and --candidates must be at least 1")
     if not settings.scales:
         raise CirError("no gallery size given: --scale takes sizes like 10k,100k,1m")
-    from ..eval.report import machine_description
+    from ..machine import machine_description
 
     with thread_limit(settings.threads), open_context(settings.data, settings.cache_dir) as context:
         date = datetime.now().isoformat(timespec="seconds")

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from ..errors import CirError
-from .console import console, error_console
+from .console import error_console
 
 # Each module defines `register(subparsers)`; the order is the order of `cir --help`.
 COMMAND_MODULES = ("demo", "eval", "search", "score", "submit", "data", "train", "index", "bench")

@@ -30,7 +30,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def report_caption(benchmark, cfg: Config) -> str:
     """Benchmark, split, protocol, model and machine: every table says where its numbers come from."""
-    from ..eval.report import machine_description
+    from ..machine import machine_description
 
     model = cfg.model.pretrained if cfg.model.stage1 is None else cfg.model.stage1
     return f"{benchmark.protocol}\nmodel: {cfg.model.name} ({model}); machine: {machine_description()}"

@@ -10,7 +10,8 @@ from ..data import BENCHMARK_NAMES, FASHIONIQ_CATEGORIES, Benchmark, load_benchm
 from ..data.fashioniq import REPORTED
 from ..errors import CirError
 from ..eval.metrics import summarize_categories
-from ..eval.report import machine_description, render_report, write_report_csv, write_report_json
+from ..eval.report import render_report, write_report_csv, write_report_json
+from ..machine import machine_description
 from ..eval.significance import TESTS, compare_runs
 from ..types import Run
 from .console import console

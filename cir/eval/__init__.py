@@ -1,7 +1,7 @@
 """Benchmark protocols: run validation, metrics, significance, test-server files and reports."""
 
 from .metrics import parse_metric, query_scores, summarize_categories
-from .report import machine_description, render_report, write_report
+from .report import render_report, write_report
 from .significance import Comparison, compare_runs
 from .submission import build_submission, check_submission_file, write_submission
 from .validate import validate_run
@@ -11,7 +11,6 @@ __all__ = [
     "build_submission",
     "check_submission_file",
     "compare_runs",
-    "machine_description",
     "parse_metric",
     "query_scores",
     "render_report",

@@ -10,18 +10,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
 
 from ..errors import CirError, DatasetNotFoundError, FormatError
-from ..io import read_json, write_json
+from ..io import atomic_directory, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +28,6 @@ FORMAT_VERSION = 1
 _NORM_TOLERANCE = 1e-3
 _GPU_MAX_K = 2048  # faiss GPU indexes return at most this many results per query
 _KIND_PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("M", "ef_construction", "ef_search")}
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success it replaces `path` (a saved index is never half new).
-
-    The old folder is moved aside, the new one renamed into place, then the old one deleted.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir():
-        raise CirError(f"cannot save an index to {path}: a file of that name exists (an index is a folder)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def label_results(scores: np.ndarray, rows: np.ndarray, ids: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:

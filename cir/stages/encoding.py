@@ -50,7 +50,8 @@ class TowerEncoder:
         self.device = torch.device(device)
         self.autocast_bf16 = autocast_bf16
         self.features: CachedFeatures | None = None
-        self.key = f"{model.config.name}-{tower}-{module_fingerprint(self.module)}"
+        precision = "bf16" if autocast_bf16 else "fp32"
+        self.key = f"{model.config.name}-{tower}-{precision}-{module_fingerprint(self.module)}"
 
     def autocast(self):
         if not self.autocast_bf16:

@@ -14,7 +14,8 @@ from ..registry import retrievers
 from ..types import Gallery, Query, Ranking, Run
 from .dense import DenseRetriever
 from .sparse_head import SparseEncoder
-from .sparse_index import SparseIndex, explain
+from .sparse_explain import explain
+from .sparse_index import SparseIndex
 
 
 @retrievers.register("sparse")
@@ -55,7 +56,7 @@ class SparseRetriever(DenseRetriever):
         if self._sparse_index is None:
             raise RuntimeError("call index(gallery) before search()")
         scores, ids = self._sparse_index.search(self.encode_queries(queries), k)
-        return Run(Ranking(q.id, list(i), np.asarray(s).tolist()) for q, s, i in zip(queries, scores, ids))
+        return Run(Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
 
     def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
         """The terms query and image share, with their contributions to the score, largest first."""

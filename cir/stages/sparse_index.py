@@ -26,8 +26,8 @@ from tqdm import tqdm
 from ..errors import CirError, DatasetNotFoundError, FormatError, UnknownIdError, require
 from ..io import write_json
 from ..registry import Registry
-from .dense_index import atomic_directory, check_ids, label_results, read_ids, read_index_settings
-from .sparse_explain import explain  # noqa: F401  (re-exported: the sparse retriever imports it from here)
+from ..io import atomic_directory
+from .dense_index import check_ids, label_results, read_ids, read_index_settings
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..types import Run
 from .train_data import TripletData
 
 REVERSE_MARKER = 1  # "[unused0]": marks a reversed query, right after [ENC]
@@ -61,14 +60,14 @@ class Stage1Task:
         cand_rows = np.concatenate([tgt_rows, ref_rows])
         logits = contrastive_logits(query_emb, image_emb.roll(-len(idx), 0), stage1.temp)
         loss = masked_cross_entropy(logits, cand_rows, tgt_rows)
-        logs = {"loss": float(loss)}
+        logs = {"loss": loss.item()}
         if self.reverse_weight:
             rev_ids = torch.cat([ids[:, :1], torch.full_like(ids[:, :1], REVERSE_MARKER), ids[:, 1:]], 1)
             rev_mask = torch.cat([mask[:, :1], mask], 1)
             rev_emb = stage1.query_embedding(stage1.fuse(tgt_tokens, rev_ids, rev_mask))
             rev_loss = masked_cross_entropy(contrastive_logits(rev_emb, image_emb, stage1.temp), np.concatenate([ref_rows, tgt_rows]), ref_rows)
             loss = loss + self.reverse_weight * rev_loss
-            logs["reverse"] = float(rev_loss)
+            logs["reverse"] = rev_loss.item()
         return loss, logs
 
     @torch.inference_mode()

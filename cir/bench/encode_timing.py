@@ -1,4 +1,4 @@
-"""How long `cir eval` takes to encode a gallery with a full-size model here: `python -m cir.models.timing --images 32`.
+"""How long `cir eval` takes to encode a gallery with a full-size model here: `python -m cir.bench.encode_timing --images 32`.
 
 Speed does not depend on weight values, so the model holds random weights and no download is needed. N random
 images are written to a temporary folder and indexed through the stages `cir eval` builds from a config (stage one:
@@ -25,8 +25,8 @@ from PIL import Image
 from ..config import Config
 from ..io import write_json
 from ..types import Gallery
-from .factory import CirModel, build_model
-from .registry import get_model_config
+from ..models import CirModel, build_model
+from ..models import get_model_config
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def duration(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cir.models.timing", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cir.bench.encode_timing", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="blip-base", help="registered model name (random weights)")
     parser.add_argument("--images", type=int, default=32, help="random images to encode (N)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per ViT batch (the configs use 16)")
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from ..eval.report import machine_description
+    from ..machine import machine_description
 
     logging.basicConfig(format="%(message)s")
     log.setLevel(logging.INFO)  # each stage's time as soon as it is known
