@@ -23,10 +23,12 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     val_set = open_benchmark(cfg)
     opts = dict(tcfg.options)
     if stage == "stage1":
-        from .train_stage1 import Stage1Task
+        from .train_stage1 import Stage1Task, scene_labels
 
         model = create_model(cfg.model.name)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
+        if opts.get("scene_weight"):
+            opts["scene_labels"] = scene_labels(cfg.benchmark.root, cfg.benchmark.train_split, data.image_ids)
         task = Stage1Task(model, data, val_set, **opts)
         return fit(task, tcfg, out, resume, weights_name="stage1")
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1

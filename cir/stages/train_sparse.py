@@ -94,7 +94,7 @@ class SparseTask:
         reg = ramp * (self.query_flops * flops_penalty(query_w) + self.image_flops * flops_penalty(image_w))
         self.step += 1
         logs = {
-            "kl": float(kl),
+            "kl": kl.item(),
             "q_nnz": float((query_w > 0).sum(1).float().mean()),
             "d_nnz": float((image_w > 0).sum(1).float().mean()),
         }

@@ -3,6 +3,11 @@
 Each query's logits cover the batch's targets and the batch's references (a reference is the hardest easy mistake:
 it looks like the target but ignores the text); duplicates of the true target are masked. The reversed-query loss of
 BLIP4CIR+Bi (target + text, marked as reversed, must find the reference) is an option (`reverse_weight`).
+
+On the synthetic benchmark, whose metadata describes every scene, an auxiliary loss (`scene_weight`) asks a linear
+probe on each image's CLS token to name every grid cell's shape, colour and size, and a probe on the query's first
+token to name the *target's*. It gives both towers a direct signal from the first step, where the contrastive loss
+alone sits on a plateau for hundreds of steps. The probes are training-only and are not saved.
 """
 
 from __future__ import annotations
@@ -32,12 +37,59 @@ def masked_cross_entropy(logits: torch.Tensor, cand_rows: np.ndarray, positive_r
     return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
 
 
+def scene_labels(root, split: str, image_ids: list[str]) -> torch.Tensor:
+    """(N, cells, 3) class ids of each image's cells from the synthetic metadata: shape, colour, size (0 = empty)."""
+    from ..data.synth import load_metadata
+
+    meta = load_metadata(root)
+    vocab = meta["vocab"]
+    index = {f: {v: i + 1 for i, v in enumerate(vocab[f + "s"])} for f in ("shape", "size")}
+    index["colour"] = {v: i + 1 for i, v in enumerate(vocab["colours"])}
+    grid = vocab["grid"]
+    scenes = meta["splits"][split]["scenes"]
+    labels = torch.zeros(len(image_ids), grid * grid, 3, dtype=torch.long)
+    for row, image_id in enumerate(image_ids):
+        for r, c, shape, colour, size in scenes[image_id]:
+            labels[row, r * grid + c] = torch.tensor([index["shape"][shape], index["colour"][colour], index["size"][size]])
+    return labels
+
+
+class SceneProbes(torch.nn.Module):
+    """Training-only linear probes: image CLS -> its scene; query token 0 -> the target's scene."""
+
+    def __init__(self, image_width: int, text_width: int, cells: int, classes: tuple[int, int, int]):
+        super().__init__()
+        self.cells, self.classes = cells, classes
+        self.image = torch.nn.Linear(image_width, cells * sum(classes))
+        self.query = torch.nn.Linear(text_width, cells * sum(classes))
+
+    def loss(self, probe: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = probe(features).view(len(features), self.cells, sum(self.classes)).split(self.classes, dim=-1)
+        return sum(F.cross_entropy(l.reshape(-1, l.shape[-1]), labels[..., i].reshape(-1)) for i, l in enumerate(logits)) / 3
+
+
 class Stage1Task:
-    def __init__(self, model, data: TripletData, val_benchmark=None, val_queries: int | None = 1000, reverse_weight: float = 0.0):
+    def __init__(
+        self,
+        model,
+        data: TripletData,
+        val_benchmark=None,
+        val_queries: int | None = 1000,
+        reverse_weight: float = 0.0,
+        scene_weight: float = 0.0,
+        scene_labels: torch.Tensor | None = None,
+    ):
         self.model = model
-        self.module = model.stage1
         self.data = data
         self.reverse_weight = reverse_weight
+        self.scene_weight = scene_weight if scene_labels is not None else 0.0
+        self.scene_labels = scene_labels
+        self.module = torch.nn.ModuleDict({"stage1": model.stage1})
+        if self.scene_weight:
+            cfg = model.config
+            classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
+            self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, scene_labels.shape[1], classes)
+            self.module["probes"] = self.probes
         self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
 
     def num_batches(self, batch_size: int) -> int:
@@ -49,18 +101,25 @@ class Stage1Task:
             yield order[start : start + batch_size]
 
     def loss(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        stage1, data = self.module, self.data
+        stage1, data = self.model.stage1, self.data
         ref_rows, tgt_rows = data.ref_rows[idx], data.target_rows[idx]
         tokens = stage1.image_tokens(data.pixels[np.concatenate([ref_rows, tgt_rows])].float())
         ref_tokens, tgt_tokens = tokens.split(len(idx))
         image_emb = stage1.image_embedding(tokens)
         texts = [data.queries[i].text for i in idx]
         ids, mask = self.model.tokenizer(texts)
-        query_emb = stage1.query_embedding(stage1.fuse(ref_tokens, ids, mask))
+        fused = stage1.fuse(ref_tokens, ids, mask)
+        query_emb = stage1.query_embedding(fused)
         cand_rows = np.concatenate([tgt_rows, ref_rows])
         logits = contrastive_logits(query_emb, image_emb.roll(-len(idx), 0), stage1.temp)
         loss = masked_cross_entropy(logits, cand_rows, tgt_rows)
         logs = {"loss": loss.item()}
+        if self.scene_weight:
+            labels = self.scene_labels[torch.from_numpy(np.concatenate([ref_rows, tgt_rows]))]
+            scene = self.probes.loss(self.probes.image, tokens[:, 0], labels)
+            scene = scene + self.probes.loss(self.probes.query, fused[:, 0], labels[len(idx) :])
+            loss = loss + self.scene_weight * scene
+            logs["scene"] = scene.item()
         if self.reverse_weight:
             rev_ids = torch.cat([ids[:, :1], torch.full_like(ids[:, :1], REVERSE_MARKER), ids[:, 1:]], 1)
             rev_mask = torch.cat([mask[:, :1], mask], 1)

@@ -148,7 +148,7 @@ class Stage2Task:
         cand = self.tokens[torch.from_numpy(groups.reshape(-1))].float()
         scores = self.module.score(fused, ids, mask, cand).view(b, g)
         loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long))
-        return loss, {"loss": float(loss), "acc": float((scores.argmax(1) == 0).float().mean())}
+        return loss, {"loss": loss.item(), "acc": (scores.argmax(1) == 0).float().mean().item()}
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
@@ -161,7 +161,7 @@ class Stage2Task:
         b = self.val_benchmark
         pipeline = Pipeline(DenseRetriever(self.model), DualEncoderReranker(self.model), b.top_k, b.exclude_reference)
         pipeline.index(b.gallery)
-        runs = pipeline.run(b.queries)
+        runs = pipeline.run(b.queries, depth=len(b.gallery))
         out = {}
         for stage, run in runs.items():
             metrics = b.evaluate(run)
