@@ -119,7 +119,8 @@ def edit_between(source: Scene, target: Scene) -> Edit | None:
         return Edit("move", gone[0], new[0])
     if not gone and not new and len(changed) == 1:
         before, after = src[changed[0]], dst[changed[0]]
-        differing = [kind for kind, (attr, _) in ATTRIBUTE_EDITS.items() if getattr(before, attr) != getattr(after, attr)]
+        differing = [kind for kind, (attr, _) in ATTRIBUTE_EDITS.items()
+                     if getattr(before, attr) != getattr(after, attr)]
         if len(differing) == 1:
             kind = differing[0]
             return Edit(kind, changed[0], getattr(after, ATTRIBUTE_EDITS[kind][0]))

@@ -2,10 +2,11 @@
 
 A group is six distinct scenes around one target T: a reference R one edit (or a two-edit compound) away, and four
 hard negatives one edit from T (for a single edit, preferably also one edit from R: the same object edited another
-way). A single-edit group carries three queries (R -> T, and N -> T for two negatives N,
-all with the same img_set: every member but T is one edit from T); a compound group carries one, and its negatives
-start with the two half-done states (only one of the two edits applied). Distractors (evaluation splits) are one
-edit from a query's reference, often of the kind its text names, so the reference alone cannot find the target. Scene keys are unique within the split, so every query has exactly one target.
+way). A single-edit group carries three queries (R -> T, and N -> T for two negatives N), all with the same img_set,
+since every member but T is one edit from T; a compound group carries one, and its negatives start with the two
+half-done states (only one of the two edits applied). Distractors (evaluation splits) are one edit from a query's
+reference, often of the kind its text names, so the reference alone cannot find the target. Scene keys are unique
+within the split, so every query has exactly one target.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, canvas: int, rng: 
     radius = RADIUS[obj.size] * cell * rng.uniform(0.95, 1.05)
     angle = math.radians(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
     cos, sin = math.cos(angle), math.sin(angle)
-    points = [(cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos)) for x, y in unit_outline(obj.shape)]
+    points = [(cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos))
+              for x, y in unit_outline(obj.shape)]
     fill, outline = _shade(COLOURS[obj.colour], rng)
     draw.polygon(points, fill=fill, outline=outline, width=max(1, round(canvas / 64 * 1.1)))
 

@@ -91,8 +91,10 @@ def _split_metadata(plan: SplitPlan) -> dict[str, Any]:
         "scenes": {name: scene.to_rows() for name, scene in plan.scenes.items()},
         "img_sets": {str(q.img_set_id): q.members for q in plan.queries},
         "queries": {
-            str(q.pairid): {"reference": q.reference, "target": q.target, "caption": q.caption,
-                            "edit": modification_record(q.modification), "templates": q.templates, "img_set": q.img_set_id}
+            str(q.pairid): {
+                "reference": q.reference, "target": q.target, "caption": q.caption, "img_set": q.img_set_id,
+                "edit": modification_record(q.modification), "templates": q.templates,
+            }
             for q in plan.queries
         },
     }
