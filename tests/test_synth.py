@@ -161,9 +161,12 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tiny_root: Pat
     reference = tree_bytes(tiny_root)
     again = tree_bytes(generate(tmp_path / "again", seed=0, size="tiny", workers=1))
     assert again == reference  # one process or a pool of two: same bytes
-    assert cli_main(["data", "synth", "--out", str(tmp_path / "other"), "--size", "tiny", "--seed", "1",
+    # Another seed, written over the first copy (a synthetic dataset is replaced as a whole).
+    assert cli_main(["data", "synth", "--out", str(tmp_path / "again"), "--size", "tiny", "--seed", "1",
                      "--workers", "2"]) == 0
-    other = tree_bytes(tmp_path / "other")
+    other = tree_bytes(tmp_path / "again")
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging or retired copy left
+    assert load_metadata(tmp_path / "again")["seed"] == 1
     assert other["captions/cap.synth.val.json"] != reference["captions/cap.synth.val.json"]
     assert sum(other.get(name) != data for name, data in reference.items() if name.endswith(".png")) > 0
 
