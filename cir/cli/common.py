@@ -11,6 +11,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (configs/*.yaml); default: the synthetic benchmark with the shipped tiny model")
     parser.add_argument("--root", help="override benchmark.root (the dataset folder)")
     parser.add_argument("--split", help="override benchmark.split")
+    parser.add_argument("--category", choices=("dress", "shirt", "toptee"), help="override benchmark.category (FashionIQ)")
     parser.add_argument("--cache-dir", help="override cache_dir (the gallery feature cache)")
     parser.add_argument("--device", help="override model.device (cpu, cuda)")
 
@@ -21,6 +22,8 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.benchmark.root = args.root
     if args.split:
         cfg.benchmark.split = args.split
+    if args.category:
+        cfg.benchmark.category = args.category
     if args.cache_dir:
         cfg.cache_dir = args.cache_dir
     if args.device:

@@ -93,6 +93,8 @@ class Stage2Task:
         mined_negatives: int = 2,
         mine_depth: int = 20,
         init_from_stage1: bool = True,
+        calibration_queries: int = 500,
+        calibration_depth: int = 50,
     ):
         self.model = model
         self.module = model.stage2
@@ -106,15 +108,18 @@ class Stage2Task:
             init_stage2_from_stage1(model)
         if model.config.tie_stage2_word_embeddings:
             model.stage2.embeddings_from(model.stage1)
-        self.tokens, image_emb, self.fused, self.ids, self.mask, query_emb = _precompute(model, data)
-        self.mined = _mine(query_emb, image_emb, data, mine_depth) if mined_negatives else None
+        self.tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = _precompute(model, data)
+        self.mined = _mine(self.query_emb, self.image_emb, data, mine_depth) if mined_negatives else None
         self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
+        # the last training queries are held out to choose the weight of the stage-one score (never the eval split)
+        self.train_count = len(data) - calibration_queries
+        self.calibration_depth = calibration_depth
 
     def num_batches(self, batch_size: int) -> int:
-        return len(self.data) // batch_size
+        return self.train_count // batch_size
 
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        order = rng.permutation(len(self.data))
+        order = rng.permutation(self.train_count)
         for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
             idx = order[start : start + batch_size]
             yield idx, self._groups(idx, rng)
@@ -150,10 +155,39 @@ class Stage2Task:
         loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long))
         return loss, {"loss": loss.item(), "acc": (scores.argmax(1) == 0).float().mean().item()}
 
+    def _scores(self, q: int, cand_rows: torch.Tensor) -> torch.Tensor:
+        """Stage-two scores of one training query (unpadded) against candidate image rows."""
+        n = int(self.mask[q].sum())
+        z_t, ids, mask = self.fused[q : q + 1, :n].float(), self.ids[q : q + 1, :n], self.mask[q : q + 1, :n]
+        return self.module.score(z_t, ids, mask, self.tokens[cand_rows].float())
+
+    @torch.inference_mode()
+    def calibrate(self, weights=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)) -> dict[str, float]:
+        """R@1 on the held-out training queries for several weights w of score = stage two + w * stage one.
+
+        Candidates are each query's stage-one top `calibration_depth` among all loaded training images.
+        """
+        rows = np.arange(self.train_count, len(self.data))
+        if len(rows) == 0:
+            return {}
+        data = self.data
+        sims = self.query_emb[rows] @ self.image_emb.t()
+        sims[torch.arange(len(rows)), torch.from_numpy(data.ref_rows[rows])] = float("-inf")
+        first, cands = sims.topk(self.calibration_depth, dim=1)
+        second = torch.stack([self._scores(q, cands[i]) for i, q in enumerate(rows)])
+        targets = torch.from_numpy(data.target_rows[rows])
+        def recall_at_1(scores: torch.Tensor) -> float:
+            return 100 * float((cands.gather(1, scores.argmax(1, keepdim=True)).squeeze(1) == targets).float().mean())
+
+        recall = {w: recall_at_1(second + w * first) for w in weights}
+        best = max(recall, key=recall.get)
+        return {"heldout_stage1_r1": recall_at_1(first), **{f"heldout_r1_w{w:g}": r for w, r in recall.items()}, "best_stage1_weight": best}
+
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
+        out = self.calibrate()
         if self.val_benchmark is None:
-            return {}
+            return out
         from ..pipeline import Pipeline
         from .dense import DenseRetriever
         from .rerank import DualEncoderReranker
@@ -162,7 +196,6 @@ class Stage2Task:
         pipeline = Pipeline(DenseRetriever(self.model), DualEncoderReranker(self.model), b.top_k, b.exclude_reference)
         pipeline.index(b.gallery)
         runs = pipeline.run(b.queries, depth=len(b.gallery))
-        out = {}
         for stage, run in runs.items():
             metrics = b.evaluate(run)
             out.update({f"val_{stage}_{m}": metrics[m] for m in ("recall@1", "recall@5", "recall_subset@1") if m in metrics})

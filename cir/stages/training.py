@@ -81,6 +81,8 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
         start_epoch, metrics = state["epoch"], state["metrics"]
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at epoch %d", state_path, start_epoch)
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         task.module.train()
