@@ -5,7 +5,8 @@ Output (byte-identical for the same seed, size and image size, whatever the numb
     image_splits/split.synth.<split>.json  {name: "./<split>/<name>.png"}
     <split>/<name>.png                   the images
     metadata.json                        version, seed, vocab, phrasings, scenes and edits per split
-The whole folder is written under a hidden staging name and renamed at the end (see staging.py).
+The whole folder is written under a hidden temporary name and renamed at the end (cir.io.atomic_directory), so an
+interrupted run never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from typing import Any
 from tqdm import tqdm
 
 from ...errors import CirError
-from ...io import write_text
+from ...io import atomic_directory, write_text
 from .edits import modification_record
 from .layout import GENERATOR, GENERATOR_VERSION, SPLITS, caption_file, is_complete, read_own_metadata, split_file
 from .phrasing import HELDOUT_CONNECTIVES, HELDOUT_TEMPLATES, TRAIN_CONNECTIVES, TRAIN_TEMPLATES
 from .plan import PlannedQuery, SplitPlan, plan_split
 from .render import render
 from .scene import COLOURS, GRID, OBJECT_FIELDS, SHAPES, SIZES as OBJECT_SIZES, Scene
-from .staging import staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,13 @@ def _write_dataset(root: Path, seed: int, size: str, image_size: int, workers: i
     write_text(root / "metadata.json", _dump(_metadata(plans, seed, size, image_size)))
 
 
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is neither empty nor a synthetic dataset (it may be the user's data)."""
+    if out.is_dir() and any(out.iterdir()) and read_own_metadata(out) is None:
+        raise CirError(f"{out} is not empty and holds no synthetic dataset (no cir metadata.json); "
+                       "choose another --out or empty it")
+
+
 def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 64, workers: int | None = None,
              *, progress: bool | None = None) -> Path:
     """Write a synthetic CIR benchmark in the CIRR layout to `out` (replacing an older synthetic one) and return it.
@@ -169,7 +176,8 @@ def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 
         raise CirError(f"image size {image_size} is too small to read shapes; use 16 or more")
     out = Path(out)
     workers = workers or os.cpu_count() or 1
-    with staged_folder(out, is_ours=lambda folder: read_own_metadata(folder) is not None) as staging:
+    _check_replaceable(out)
+    with atomic_directory(out) as staging:
         logger.info("generating synthetic CIR (%s, seed %d) into %s with %d workers", size, seed, out, workers)
         _write_dataset(staging, seed, size, image_size, workers, size != "tiny" if progress is None else progress)
     return out
