@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -55,3 +56,34 @@ def load_triplets(benchmark, preprocess, max_queries: int | None = None, batch_s
         pixels=torch.cat(chunks),
         image_ids=image_ids,
     )
+
+
+def first_queries(benchmark, n: int | None):
+    """The first n queries of a benchmark (same gallery), for a quick per-epoch validation."""
+    if n is None or n >= len(benchmark.queries):
+        return benchmark
+    queries = benchmark.queries[:n]
+    keep = {q.id for q in queries}
+
+    def pick(mapping):
+        return None if mapping is None else {k: v for k, v in mapping.items() if k in keep}
+
+    return replace(benchmark, queries=queries, targets=pick(benchmark.targets), subsets=pick(benchmark.subsets))
+
+
+class TripletTask:
+    """What the stage tasks share: shuffled batches over the first `train_count` triplets, a validation subset."""
+
+    def __init__(self, model, data: TripletData, val_benchmark=None, val_queries: int | None = 1000) -> None:
+        self.model = model
+        self.data = data
+        self.train_count = len(data)
+        self.val_benchmark = first_queries(val_benchmark, val_queries) if val_benchmark is not None else None
+
+    def num_batches(self, batch_size: int) -> int:
+        return self.train_count // batch_size
+
+    def query_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        order = rng.permutation(self.train_count)
+        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
+            yield order[start : start + batch_size]

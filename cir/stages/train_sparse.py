@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .sparse_head import NUM_TERMS, SparseEncoder
-from .train_data import TripletData
-from .train_stage1 import _subset
+from .train_data import TripletData, TripletTask
 from .train_stage2 import _precompute
 
 
@@ -26,7 +25,7 @@ def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
     return weights.mean(0).pow(2).sum()
 
 
-class SparseTask:
+class SparseTask(TripletTask):
     def __init__(
         self,
         model,
@@ -42,9 +41,8 @@ class SparseTask:
         max_query_terms: int = 32,
         max_image_terms: int = 64,
     ):
-        self.model = model
+        super().__init__(model, data, val_benchmark, val_queries)
         self.module = SparseEncoder.for_model(model, max_query_terms=max_query_terms, max_image_terms=max_image_terms)
-        self.data = data
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
@@ -54,15 +52,9 @@ class SparseTask:
             torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
         ]
         self.step = 0
-        self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
 
-    def num_batches(self, batch_size: int) -> int:
-        return len(self.data) // batch_size
-
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator:
-        order = rng.permutation(len(self.data))
-        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
-            idx = order[start : start + batch_size]
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx in self.query_batches(batch_size, rng):
             yield idx, rng.random(len(idx))
 
     def _restrict(self, idx: np.ndarray, draws: np.ndarray, query_w: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:

@@ -12,15 +12,13 @@ alone sits on a plateau for hundreds of steps. The probes are training-only and 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train_data import TripletData
+from .train_data import TripletData, TripletTask
 
 REVERSE_MARKER = 1  # "[unused0]": marks a reversed query, right after [ENC]
 
@@ -68,7 +66,7 @@ class SceneProbes(torch.nn.Module):
         return sum(F.cross_entropy(l.reshape(-1, l.shape[-1]), labels[..., i].reshape(-1)) for i, l in enumerate(logits)) / 3
 
 
-class Stage1Task:
+class Stage1Task(TripletTask):
     def __init__(
         self,
         model,
@@ -79,8 +77,7 @@ class Stage1Task:
         scene_weight: float = 0.0,
         scene_labels: torch.Tensor | None = None,
     ):
-        self.model = model
-        self.data = data
+        super().__init__(model, data, val_benchmark, val_queries)
         self.reverse_weight = reverse_weight
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
         self.scene_labels = scene_labels
@@ -90,15 +87,9 @@ class Stage1Task:
             classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
             self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, scene_labels.shape[1], classes)
             self.module["probes"] = self.probes
-        self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
 
-    def num_batches(self, batch_size: int) -> int:
-        return len(self.data) // batch_size
-
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        order = rng.permutation(len(self.data))
-        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
-            yield order[start : start + batch_size]
+    def batches(self, batch_size: int, rng: np.random.Generator):
+        return self.query_batches(batch_size, rng)
 
     def loss(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
         stage1, data = self.model.stage1, self.data
@@ -144,13 +135,3 @@ class Stage1Task:
         from ..models import save_checkpoint
 
         save_checkpoint(self.model, path, parts=("stage1",))
-
-
-def _subset(benchmark, n: int | None):
-    """The first n queries of a benchmark (same gallery), for a quick per-epoch validation."""
-    if n is None or n >= len(benchmark.queries):
-        return benchmark
-    queries = benchmark.queries[:n]
-    keep = {q.id for q in queries}
-    pick = lambda d: None if d is None else {k: v for k, v in d.items() if k in keep}  # noqa: E731
-    return replace(benchmark, queries=queries, targets=pick(benchmark.targets), subsets=pick(benchmark.subsets))

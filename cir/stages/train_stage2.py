@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train_data import TripletData
-from .train_stage1 import _subset
+from .train_data import TripletData, TripletTask
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def init_stage2_from_stage1(model) -> None:
         layer2.output.load_state_dict(layer1.output.state_dict())
 
 
-class Stage2Task:
+class Stage2Task(TripletTask):
     def __init__(
         self,
         model,
@@ -96,9 +95,8 @@ class Stage2Task:
         calibration_queries: int = 500,
         calibration_depth: int = 50,
     ):
-        self.model = model
+        super().__init__(model, data, val_benchmark, val_queries)
         self.module = model.stage2
-        self.data = data
         self.group_size = group_size
         self.near_duplicates = near_duplicates
         self.mined_negatives = mined_negatives
@@ -110,18 +108,12 @@ class Stage2Task:
             model.stage2.embeddings_from(model.stage1)
         self.tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = _precompute(model, data)
         self.mined = _mine(self.query_emb, self.image_emb, data, mine_depth) if mined_negatives else None
-        self.val_benchmark = _subset(val_benchmark, val_queries) if val_benchmark is not None else None
         # the last training queries are held out to choose the weight of the stage-one score (never the eval split)
         self.train_count = len(data) - calibration_queries
         self.calibration_depth = calibration_depth
 
-    def num_batches(self, batch_size: int) -> int:
-        return self.train_count // batch_size
-
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        order = rng.permutation(self.train_count)
-        for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
-            idx = order[start : start + batch_size]
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx in self.query_batches(batch_size, rng):
             yield idx, self._groups(idx, rng)
 
     def _groups(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
