@@ -25,6 +25,12 @@ def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
     return weights.mean(0).pow(2).sum()
 
 
+def keep_top(weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero all but each row's k largest weights (gradients flow through the kept ones)."""
+    threshold = weights.topk(min(k, weights.shape[1]), dim=1).values[:, -1:]
+    return weights * (weights >= threshold)
+
+
 class SparseTask(TripletTask):
     def __init__(
         self,
@@ -79,6 +85,9 @@ class SparseTask(TripletTask):
         query_w = self.module.query(q_dense)
         image_w = self.module.image(i_dense)
         query_w = self._restrict(idx, draws, query_w, image_w[len(idx) :].detach())
+        # train as searched: only each vector's top terms survive (the caps applied at inference)
+        query_w = keep_top(query_w, self.module.max_query_terms)
+        image_w = keep_top(image_w, self.module.max_image_terms)
         teacher = F.log_softmax(q_dense @ i_dense.t() / self.teacher_temp, dim=1)
         student = F.log_softmax(query_w @ image_w.t(), dim=1)
         kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean")

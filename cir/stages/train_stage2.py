@@ -60,7 +60,7 @@ def init_stage2_from_stage1(model) -> None:
     """Start both stage-two branches from stage one's text encoder, so the reranker begins as a grounded reader.
 
     Per layer, self0/self1 and dense0/dense1 copy stage one's attention, LayerNormA/B its LayerNorm, the shared FFN
-    its FFN; a concat merge layer starts as the average of the two branches.
+    its FFN; a concat merge layer starts as the average of the two branches; the head's last layer starts at zero.
     """
     text1, text2 = model.stage1.text_encoder, model.stage2.text_encoder
     text2.embeddings.load_state_dict(text1.embeddings.state_dict(), strict=False)
@@ -78,6 +78,9 @@ def init_stage2_from_stage1(model) -> None:
                 two.output.merge_layer.bias.zero_()
         layer2.intermediate.load_state_dict(layer1.intermediate.state_dict())
         layer2.output.load_state_dict(layer1.output.state_dict())
+    last = model.stage2.cls_head[-1]  # a zero head: stage two starts as "no correction" to stage one
+    last.weight.zero_()
+    last.bias.zero_()
 
 
 class Stage2Task(TripletTask):
@@ -94,9 +97,12 @@ class Stage2Task(TripletTask):
         init_from_stage1: bool = True,
         calibration_queries: int = 500,
         calibration_depth: int = 50,
+        residual: bool = True,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
         self.module = model.stage2
+        # train stage two as a correction of stage one: logits = stage two + stage-one similarity / temperature
+        self.stage1_weight = 1.0 / model.stage1.temp.clamp(1e-3, 0.5).item() if residual else 0.0
         self.group_size = group_size
         self.near_duplicates = near_duplicates
         self.mined_negatives = mined_negatives
@@ -144,6 +150,9 @@ class Stage2Task(TripletTask):
         mask = self.mask[idx, :length].repeat_interleave(g, 0)
         cand = self.tokens[torch.from_numpy(groups.reshape(-1))].float()
         scores = self.module.score(fused, ids, mask, cand).view(b, g)
+        if self.stage1_weight:
+            first = torch.einsum("bd,bgd->bg", self.query_emb[idx], self.image_emb[torch.from_numpy(groups)])
+            scores = scores + self.stage1_weight * first
         loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long))
         return loss, {"loss": loss.item(), "acc": (scores.argmax(1) == 0).float().mean().item()}
 
@@ -154,7 +163,7 @@ class Stage2Task(TripletTask):
         return self.module.score(z_t, ids, mask, self.tokens[cand_rows].float())
 
     @torch.inference_mode()
-    def calibrate(self, weights=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)) -> dict[str, float]:
+    def calibrate(self, weights=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)) -> dict[str, float]:
         """R@1 on the held-out training queries for several weights w of score = stage two + w * stage one.
 
         Candidates are each query's stage-one top `calibration_depth` among all loaded training images.
@@ -171,7 +180,7 @@ class Stage2Task(TripletTask):
         def recall_at_1(scores: torch.Tensor) -> float:
             return 100 * float((cands.gather(1, scores.argmax(1, keepdim=True)).squeeze(1) == targets).float().mean())
 
-        recall = {w: recall_at_1(second + w * first) for w in weights}
+        recall = {w: recall_at_1(second + w * first) for w in sorted({*weights, self.stage1_weight})}
         best = max(recall, key=recall.get)
         return {"heldout_stage1_r1": recall_at_1(first), **{f"heldout_r1_w{w:g}": r for w, r in recall.items()}, "best_stage1_weight": best}
 
@@ -185,7 +194,8 @@ class Stage2Task(TripletTask):
         from .rerank import DualEncoderReranker
 
         b = self.val_benchmark
-        pipeline = Pipeline(DenseRetriever(self.model), DualEncoderReranker(self.model), b.top_k, b.exclude_reference)
+        reranker = DualEncoderReranker(self.model, stage1_weight=self.stage1_weight)
+        pipeline = Pipeline(DenseRetriever(self.model), reranker, b.top_k, b.exclude_reference)
         pipeline.index(b.gallery)
         runs = pipeline.run(b.queries, depth=len(b.gallery))
         for stage, run in runs.items():
