@@ -52,7 +52,7 @@ class StageOneConfig:
 class StageTwoConfig:
     kind: str | None = "dual-encoder"  # None: stage one only
     batch_size: int = 100
-    stage1_weight: float | None = None  # None: the value stored with the checkpoint
+    stage1_weight: float | None = None  # weight of the stage-one score; None: the pretrained model's, else 1/temperature
 
 
 @dataclass

@@ -38,12 +38,15 @@ def load_model(cfg: Config):
     return create_model(m.name, checkpoint=m.stage1, stage2_checkpoint=m.stage2, device=m.device)
 
 
-def stage1_weight(cfg: Config) -> float:
+def stage1_weight(cfg: Config) -> float | None:
+    """The config's weight of the stage-one score, else the pretrained model's; None means 1 / stage-one temperature."""
     from .pretrained import get_pretrained
 
     if cfg.stage_two.stage1_weight is not None:
         return cfg.stage_two.stage1_weight
-    return get_pretrained(cfg.model.pretrained).stage1_weight if cfg.model.pretrained and cfg.model.stage1 is None else 0.0
+    if cfg.model.pretrained and cfg.model.stage1 is None:
+        return get_pretrained(cfg.model.pretrained).stage1_weight
+    return None
 
 
 def build_pipeline(cfg: Config, model, top_k: int) -> Pipeline:

@@ -15,7 +15,7 @@ class Pretrained:
     stage1: str  # file name under cir/checkpoints
     stage2: str | None
     sparse: str | None  # the dense-to-sparse heads
-    stage1_weight: float  # weight of the stage-one score added to stage two's (chosen on training data)
+    stage1_weight: float | None  # weight of the stage-one score added to stage two's; None: 1 / stage-one temperature
     trained_on: str  # what the weights were trained on, for every report
 
 
@@ -25,7 +25,7 @@ PRETRAINED: dict[str, Pretrained] = {
         stage1="blip-tiny-synth-stage1.safetensors",
         stage2="blip-tiny-synth-stage2.safetensors",
         sparse="blip-tiny-synth-sparse.safetensors",
-        stage1_weight=0.0,
+        stage1_weight=None,
         trained_on="cir synthetic benchmark (default size, seed 0), train split",
     ),
 }

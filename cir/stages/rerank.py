@@ -28,7 +28,11 @@ def score_candidates(model, ref_tokens: torch.Tensor, text: str, cand_tokens: to
 
 @rerankers.register("dual-encoder")
 class DualEncoderReranker(Reranker):
-    """Scores (reference, text, candidate) triplets; optionally adds the stage-one score with a fixed weight."""
+    """Scores (reference, text, candidate) triplets, plus `stage1_weight` times the stage-one score.
+
+    `stage1_weight=None` uses 1 / stage one's temperature: the combination the tiny model's stage two was trained
+    to correct. The reference wiring ranks by the stage-two logit alone (`stage1_weight=0`).
+    """
 
     name = "dual-encoder"
 
@@ -36,7 +40,7 @@ class DualEncoderReranker(Reranker):
         self,
         model,
         cache: FeatureCache | None = None,
-        stage1_weight: float = 0.0,
+        stage1_weight: float | None = None,
         batch_size: int = 64,
         device: str = "cpu",
         autocast_bf16: bool = False,
@@ -45,6 +49,8 @@ class DualEncoderReranker(Reranker):
             raise ValueError(f"model {model.config.name} has no stage-two weights")
         self.model = model
         self.encoder = TowerEncoder(model, reranker_tower(model), cache, batch_size, device, autocast_bf16)
+        if stage1_weight is None:
+            stage1_weight = 1.0 / model.stage1.temp.clamp(1e-3, 0.5).item()
         self.stage1_weight = stage1_weight
 
     def index(self, gallery: Gallery) -> None:
