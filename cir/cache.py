@@ -108,23 +108,40 @@ def _open_entry(entry: Path, ids: list[str]) -> CachedFeatures | None:
     return CachedFeatures(ids, arrays, encoded=0)
 
 
-def _build_entry(entry: Path, gallery: Gallery, encode: BatchEncoder, batch_size: int, desc: str) -> None:
+def encode_gallery(
+    gallery: Gallery,
+    encode: BatchEncoder,
+    batch_size: int = 64,
+    desc: str = "encoding gallery",
+    allocate: Callable[[str, tuple[int, ...]], np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Encode every gallery image in batches into fp16 arrays, one row per image, with a progress bar.
+
+    `allocate(name, shape)` makes each output array (in memory by default; the cache passes memory-mapped files).
+    """
     from tqdm.auto import tqdm
 
+    allocate = allocate or (lambda name, shape: np.empty(shape, dtype=np.float16))
+    outputs: dict[str, np.ndarray] = {}
+    n = len(gallery)
+    with tqdm(total=n, desc=desc, unit="img", disable=n < 2 * batch_size) as bar:
+        for start in range(0, n, batch_size):
+            batch_ids = gallery.ids[start : start + batch_size]
+            for name, values in encode([gallery.load(i) for i in batch_ids]).items():
+                if name not in outputs:
+                    outputs[name] = allocate(name, (n, *values.shape[1:]))
+                outputs[name][start : start + len(batch_ids)] = values
+            bar.update(len(batch_ids))
+    return outputs
+
+
+def _build_entry(entry: Path, gallery: Gallery, encode: BatchEncoder, batch_size: int, desc: str) -> None:
     with atomic_directory(entry) as tmp:
-        outputs: dict[str, np.ndarray] = {}
-        n = len(gallery)
-        with tqdm(total=n, desc=desc, unit="img", disable=n < 2 * batch_size) as bar:
-            for start in range(0, n, batch_size):
-                batch_ids = gallery.ids[start : start + batch_size]
-                result = encode([gallery.load(i) for i in batch_ids])
-                for name, values in result.items():
-                    if name not in outputs:
-                        outputs[name] = np.lib.format.open_memmap(
-                            tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=(n, *values.shape[1:])
-                        )
-                    outputs[name][start : start + len(batch_ids)] = values
-                bar.update(len(batch_ids))
+
+        def allocate(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=shape)
+
+        outputs = encode_gallery(gallery, encode, batch_size, desc, allocate)
         for array in outputs.values():
             array.flush()
         (tmp / "manifest.json").write_text(json.dumps({"ids": gallery.ids, "arrays": sorted(outputs)}))

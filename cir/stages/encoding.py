@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..cache import CachedFeatures, FeatureCache
+from ..cache import CachedFeatures, FeatureCache, encode_gallery
 from ..errors import UnknownIdError
 from ..types import Gallery, Query, open_image
 
@@ -71,19 +71,19 @@ class TowerEncoder:
 
     def index(self, gallery: Gallery) -> CachedFeatures:
         """Gallery features from the cache (encoding only on a miss)."""
+        desc = f"encoding gallery ({self.tower})"
         if self.cache is None:
-            arrays: dict[str, list[np.ndarray]] = {}
-            for start in range(0, len(gallery), self.batch_size):
-                batch = [gallery.load(i) for i in gallery.ids[start : start + self.batch_size]]
-                for name, values in self.encode_images(batch).items():
-                    arrays.setdefault(name, []).append(values)
-            self.features = CachedFeatures(list(gallery.ids), {n: np.concatenate(v) for n, v in arrays.items()}, len(gallery))
+            arrays = encode_gallery(gallery, self.encode_images, self.batch_size, desc)
+            self.features = CachedFeatures(list(gallery.ids), arrays, len(gallery))
         else:
-            self.features = self.cache.get(self.key, gallery, self.encode_images, self.batch_size, f"encoding gallery ({self.tower})")
+            self.features = self.cache.get(self.key, gallery, self.encode_images, self.batch_size, desc)
         return self.features
 
     def tokens(self, image_refs: Sequence[str]) -> torch.Tensor:
         """(B, N, W) float tokens for gallery ids or image paths."""
+        if self.features is not None and all(ref in self.features for ref in image_refs):
+            rows = self.features.rows(image_refs)
+            return torch.from_numpy(np.asarray(self.features["tokens"][rows], dtype=np.float32)).to(self.device)
         out: list[torch.Tensor] = []
         for ref in image_refs:
             if self.features is not None and ref in self.features:
