@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -70,7 +71,8 @@ def test_builtin_config_sizes():
     assert (base.image_mean, base.image_std) == (BLIP_MEAN, BLIP_STD)
     assert not base.share_stage2_vision and not base.tie_stage2_word_embeddings
     tiny = get_model_config("blip-tiny")
-    assert (tiny.vision.image_size, tiny.vision.patch_size, tiny.vision.width, tiny.vision.depth, tiny.vision.heads) == (64, 16, 192, 4, 3)
+    assert (tiny.vision.image_size, tiny.vision.patch_size, tiny.vision.width, tiny.vision.depth, tiny.vision.heads) == (63, 21, 192, 4, 3)
+    assert tiny.vision.num_tokens == 1 + 3 * 3  # one patch per cell of the synthetic 3 x 3 grid
     assert (tiny.text.hidden_size, tiny.text.num_layers, tiny.text.num_heads, tiny.text.intermediate_size) == (128, 4, 4, 512)
     assert (tiny.encoder_width, tiny.embed_dim, tiny.stage2_average_layers) == (192, 128, tiny.text.num_layers // 2)
     assert tiny.share_stage2_vision and tiny.tie_stage2_word_embeddings
@@ -144,6 +146,9 @@ def test_tiny_size_fits_the_shipping_budget(tiny, tmp_path):
     total = stage1.stat().st_size + stage2.stat().st_size
     assert total <= SHIPPED_BUDGET_BYTES
     assert abs(total - 2 * count) < 100_000  # fp16, the tied table stored once, plus headers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stage1.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as any new file, not mkstemp's 0600
     reloaded = create_model("blip-tiny", [stage1, stage2])
     assert reloaded.stage2.text_encoder.embeddings.word_embeddings is reloaded.stage1.text_encoder.embeddings.word_embeddings
 

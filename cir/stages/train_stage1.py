@@ -6,8 +6,11 @@ BLIP4CIR+Bi (target + text, marked as reversed, must find the reference) is an o
 
 On the synthetic benchmark, whose metadata describes every scene, an auxiliary loss (`scene_weight`) asks a linear
 probe on each image's CLS token to name every grid cell's shape, colour and size, and a probe on the query's first
-token to name the *target's*. It gives both towers a direct signal from the first step, where the contrastive loss
-alone sits on a plateau for hundreds of steps. The probes are training-only and are not saved.
+token to name the *target's*. When the ViT's patch grid is the scene grid (blip-tiny: one 21 px patch per cell), a
+third probe asks each patch token for its own cell's content: patch tokens learn that in about a hundred steps,
+and the CLS token and the text's cross-attention then read clean per-cell features. The probes give both towers a
+direct signal from the first step, where the contrastive loss alone sits on a plateau for hundreds of steps. They
+are training-only and are not saved.
 """
 
 from __future__ import annotations
@@ -55,15 +58,23 @@ def scene_labels(root, split: str, image_ids: list[str]) -> torch.Tensor:
 class SceneProbes(torch.nn.Module):
     """Training-only linear probes: image CLS -> its scene; query token 0 -> the target's scene."""
 
-    def __init__(self, image_width: int, text_width: int, cells: int, classes: tuple[int, int, int]):
+    def __init__(self, image_width: int, text_width: int, cells: int, classes: tuple[int, int, int], per_patch: bool):
         super().__init__()
         self.cells, self.classes = cells, classes
         self.image = torch.nn.Linear(image_width, cells * sum(classes))
         self.query = torch.nn.Linear(text_width, cells * sum(classes))
+        self.patch = torch.nn.Linear(image_width, sum(classes)) if per_patch else None
 
     def loss(self, probe: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = probe(features).view(len(features), self.cells, sum(self.classes)).split(self.classes, dim=-1)
+        logits = probe(features).reshape(len(features), self.cells, sum(self.classes)).split(self.classes, dim=-1)
         return sum(F.cross_entropy(l.reshape(-1, l.shape[-1]), labels[..., i].reshape(-1)) for i, l in enumerate(logits)) / 3
+
+    def image_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CLS -> the whole scene, plus (per_patch) each patch token -> its own cell."""
+        loss = self.loss(self.image, tokens[:, 0], labels)
+        if self.patch is not None:
+            loss = loss + self.loss(self.patch, tokens[:, 1:], labels)
+        return loss
 
 
 class Stage1Task(TripletTask):
@@ -85,7 +96,9 @@ class Stage1Task(TripletTask):
         if self.scene_weight:
             cfg = model.config
             classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
-            self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, scene_labels.shape[1], classes)
+            cells = scene_labels.shape[1]
+            per_patch = cfg.vision.num_tokens - 1 == cells
+            self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, cells, classes, per_patch)
             self.module["probes"] = self.probes
 
     def batches(self, batch_size: int, rng: np.random.Generator):
@@ -107,7 +120,7 @@ class Stage1Task(TripletTask):
         logs = {"loss": loss.item()}
         if self.scene_weight:
             labels = self.scene_labels[torch.from_numpy(np.concatenate([ref_rows, tgt_rows]))]
-            scene = self.probes.loss(self.probes.image, tokens[:, 0], labels)
+            scene = self.probes.image_loss(tokens, labels)
             scene = scene + self.probes.loss(self.probes.query, fused[:, 0], labels[len(idx) :])
             loss = loss + self.scene_weight * scene
             logs["scene"] = scene.item()
