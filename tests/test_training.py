@@ -49,3 +49,27 @@ def test_a_short_stage_one_run_learns(micro, synth_tiny: Path, tmp_path: Path) -
     assert after["val_recall@10"] > 10 * chance, (before, after, chance)
     assert (tmp_path / "run" / "stage1.safetensors").is_file()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == cfg.epochs
+
+
+def test_a_short_stage_two_run_learns_to_pick_the_target_among_its_near_duplicates(micro, synth_tiny: Path, tmp_path: Path) -> None:
+    """Stage two trained on its own (stage-one weight 0) beats chance at telling the target from the reference and
+    the one-edit near-duplicates of its group, on the training queries it saw."""
+    from cir.stages.train_stage2 import Stage2Task
+
+    torch.manual_seed(0)
+    model = create_model("blip-micro-test")
+    train = load_benchmark("cirr", synth_tiny, "train")
+    data = load_triplets(train, model.preprocess)
+    labels = scene_labels(synth_tiny, "train", data.image_ids)
+    task = Stage2Task(
+        model, data, None, group_size=6, mined_negatives=0, calibration_queries=0,
+        stage1_weight_scale=0.0, scene_weight=1.0, scene_labels=labels,
+    )
+    cfg = TrainConfig(epochs=12, batch_size=16, lr=2e-3, warmup_steps=10, threads=1)
+    first = fit(task, TrainConfig(epochs=1, batch_size=16, lr=0.0, warmup_steps=1, threads=1), tmp_path / "zero")
+    after = fit(task, cfg, tmp_path / "run", weights_name="stage2")
+    chance = 1 / 6  # a group: the target, the reference and 4 near-duplicates (a tie counts as a miss)
+    assert first["acc"] < chance, first
+    assert after["acc"] > 1.5 * chance, (first, after)
+    assert after["cells"] < first["cells"]
+    assert (tmp_path / "run" / "stage2.safetensors").is_file()

@@ -22,14 +22,20 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     train_set = open_benchmark(cfg, cfg.benchmark.train_split)
     val_set = open_benchmark(cfg)
     opts = dict(tcfg.options)
+
+    def with_scene_labels(data) -> dict:
+        if not opts.get("scene_weight"):
+            return opts
+        from .train_stage1 import scene_labels
+
+        return {**opts, "scene_labels": scene_labels(cfg.benchmark.root, cfg.benchmark.train_split, data.image_ids)}
+
     if stage == "stage1":
-        from .train_stage1 import Stage1Task, scene_labels
+        from .train_stage1 import Stage1Task
 
         model = create_model(cfg.model.name)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
-        if opts.get("scene_weight"):
-            opts["scene_labels"] = scene_labels(cfg.benchmark.root, cfg.benchmark.train_split, data.image_ids)
-        task = Stage1Task(model, data, val_set, **opts)
+        task = Stage1Task(model, data, val_set, **with_scene_labels(data))
         return fit(task, tcfg, out, resume, weights_name="stage1")
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
@@ -43,4 +49,4 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
         return fit(SparseTask(model, data, val_set, **opts), tcfg, out, resume, weights_name="sparse")
     from .train_stage2 import Stage2Task
 
-    return fit(Stage2Task(model, data, val_set, **opts), tcfg, out, resume, weights_name="stage2")
+    return fit(Stage2Task(model, data, val_set, **with_scene_labels(data)), tcfg, out, resume, weights_name="stage2")

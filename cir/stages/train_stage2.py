@@ -4,6 +4,12 @@ Stage one is frozen, so its work is done once: every training image's ViT tokens
 precomputed, and stage one's own top-ranked mistakes on the training set are mined as negatives. Each query's group is
 its target, its one-edit near-duplicates (the img_set), its reference, and mined stage-one negatives; in-batch
 contrastive training as in the reference work is the `mined_negatives=0, near_duplicates=False` setting.
+
+Stage two learns as a correction of stage one: the training logits add `stage1_weight_scale / temperature` times the
+stage-one similarity. On the synthetic benchmark an auxiliary loss (`scene_weight`, training-only, not saved) asks a
+linear probe on the head's input which grid cells of each candidate differ from the target's, and another to name
+the candidate's whole scene: the cross-attention learns to read the candidate's cells, and every candidate of a
+group says where it goes wrong rather than only whether it is the target.
 """
 
 from __future__ import annotations
@@ -97,12 +103,24 @@ class Stage2Task(TripletTask):
         init_from_stage1: bool = True,
         calibration_queries: int = 500,
         calibration_depth: int = 50,
-        residual: bool = True,
+        stage1_weight_scale: float = 1.0,
+        scene_weight: float = 0.0,
+        scene_labels: torch.Tensor | None = None,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
-        self.module = model.stage2
-        # train stage two as a correction of stage one: logits = stage two + stage-one similarity / temperature
-        self.stage1_weight = 1.0 / model.stage1.temp.clamp(1e-3, 0.5).item() if residual else 0.0
+        self.module = torch.nn.ModuleDict({"stage2": model.stage2})
+        self.stage1_weight = stage1_weight_scale / model.stage1.temp.clamp(1e-3, 0.5).item()
+        self.scene_weight = scene_weight if scene_labels is not None else 0.0
+        self.scene_labels = scene_labels
+        if self.scene_weight:
+            from .train_stage1 import SceneProbes
+
+            cells, width = scene_labels.shape[1], 2 * model.config.text.hidden_size
+            classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
+            self.probes = SceneProbes(width, width, cells, classes, per_patch=False)
+            self.cell_probe = torch.nn.Linear(width, cells)
+            self.module["probes"] = self.probes
+            self.module["cell_probe"] = self.cell_probe
         self.group_size = group_size
         self.near_duplicates = near_duplicates
         self.mined_negatives = mined_negatives
@@ -148,19 +166,31 @@ class Stage2Task(TripletTask):
         fused = self.fused[idx, :length].float().repeat_interleave(g, 0)
         ids = self.ids[idx, :length].repeat_interleave(g, 0)
         mask = self.mask[idx, :length].repeat_interleave(g, 0)
-        cand = self.tokens[torch.from_numpy(groups.reshape(-1))].float()
-        scores = self.module.score(fused, ids, mask, cand).view(b, g)
+        rows = torch.from_numpy(groups)
+        cand = self.tokens[rows.reshape(-1)].float()
+        stage2 = self.model.stage2
+        features = stage2.pair_features(fused, ids, mask, cand)
+        scores = stage2.cls_head(features)[:, 0].view(b, g)
         if self.stage1_weight:
-            first = torch.einsum("bd,bgd->bg", self.query_emb[idx], self.image_emb[torch.from_numpy(groups)])
+            first = torch.einsum("bd,bgd->bg", self.query_emb[idx], self.image_emb[rows])
             scores = scores + self.stage1_weight * first
         loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long))
-        return loss, {"loss": loss.item(), "acc": (scores.argmax(1) == 0).float().mean().item()}
+        # a query counts as right only when its target strictly outscores the group (a zero head ties everything)
+        logs = {"loss": loss.item(), "acc": (scores[:, 0] > scores[:, 1:].amax(1)).float().mean().item()}
+        if self.scene_weight:
+            labels = self.scene_labels[rows]  # (B, G, cells, 3); column 0 is the target
+            differs = (labels != labels[:, :1]).any(-1).float().reshape(b * g, -1)
+            cells = F.binary_cross_entropy_with_logits(self.cell_probe(features), differs)
+            scene = self.probes.loss(self.probes.image, features, labels.reshape(b * g, *labels.shape[2:]))
+            loss = loss + self.scene_weight * (cells + scene)
+            logs.update(cells=cells.item(), scene=scene.item())
+        return loss, logs
 
     def _scores(self, q: int, cand_rows: torch.Tensor) -> torch.Tensor:
         """Stage-two scores of one training query (unpadded) against candidate image rows."""
         n = int(self.mask[q].sum())
         z_t, ids, mask = self.fused[q : q + 1, :n].float(), self.ids[q : q + 1, :n], self.mask[q : q + 1, :n]
-        return self.module.score(z_t, ids, mask, self.tokens[cand_rows].float())
+        return self.model.stage2.score(z_t, ids, mask, self.tokens[cand_rows].float())
 
     @torch.inference_mode()
     def calibrate(self, weights=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)) -> dict[str, float]:
