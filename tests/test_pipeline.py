@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cir import Run
+from cir import Ranking, Run
 from cir.cache import FeatureCache
 from cir.cli import main as cli_main
 from cir.config import Config
@@ -75,6 +75,31 @@ def test_single_query_search_and_rerank_from_anywhere(pipeline, val) -> None:
     reranked = pipeline.rerank(query.reference, query.text, candidates)
     assert sorted(r.image_id for r in reranked) == sorted(candidates)
     assert [r.stage1_rank for r in reranked] != [None] * len(candidates)
+
+
+def test_the_reranker_adds_the_dense_similarity_whatever_scores_stage_one_gave(tiny_model, val) -> None:
+    """A sparse stage one's dot products have another scale: the reranker recomputes the dense similarity itself."""
+    query = val.queries[0]
+    candidates = list(val.subsets[query.id])
+    retriever, plain, weighted = DenseRetriever(tiny_model), DualEncoderReranker(tiny_model, stage1_weight=0.0), DualEncoderReranker(tiny_model, stage1_weight=10.0)
+    for stage in (retriever, plain, weighted):
+        stage.index(val.gallery)
+    features = retriever.encoder.features
+    dense = features["embeddings"][features.rows(candidates)].astype("float32") @ retriever.embed([query])[0]
+    for scale in (1.0, 1000.0):  # the proposer's scores must not matter
+        first = Run([Ranking(query.id, candidates, [scale * (len(candidates) - i) for i in range(len(candidates))])])
+        without, with_dense = (r.rerank([query], first)[query.id] for r in (plain, weighted))
+        without, with_dense = dict(zip(without.ids, without.scores)), dict(zip(with_dense.ids, with_dense.scores))
+        for candidate, similarity in zip(candidates, dense):
+            assert with_dense[candidate] == pytest.approx(without[candidate] + 10.0 * similarity, abs=2e-2)
+
+
+def test_a_stage_one_weight_needs_stage_two_to_read_stage_one_tokens(tiny_model) -> None:
+    import dataclasses
+
+    separate = dataclasses.replace(tiny_model, config=dataclasses.replace(tiny_model.config, share_stage2_vision=False))
+    with pytest.raises(CirError, match="stage_two.stage1_weight to 0"):
+        DualEncoderReranker(separate, stage1_weight=5.0)
 
 
 def test_unknown_reference_is_a_clear_error(pipeline) -> None:

@@ -38,7 +38,7 @@ def rerank_encoding(reranker: DualEncoderReranker, query: Query, images: list) -
     with encoder.autocast():
         reference = encoder.tokens([query.reference])
         tokens = torch.from_numpy(encoder.encode_images(images)["tokens"].astype(np.float32)).to(encoder.device)
-        return score_candidates(reranker.model, reference, query.text, tokens)
+        return score_candidates(reranker.model, reference, query.text, tokens, reranker.stage1_weight)
 
 
 def bench_stage_two(context: BenchContext, real: RealVectors, threads: int, depths: Sequence[int] = RERANK_DEPTHS) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..cache import FeatureCache
+from ..errors import CirError
 from ..pipeline import Reranker
 from ..registry import rerankers
 from ..types import Gallery, Query, Ranking, Run
@@ -20,18 +21,26 @@ def reranker_tower(model) -> str:
 
 
 @torch.inference_mode()
-def score_candidates(model, ref_tokens: torch.Tensor, text: str, cand_tokens: torch.Tensor) -> torch.Tensor:
-    """Stage-two scores of K candidates for one query: z_t from stage one, then the dual encoder."""
+def score_candidates(
+    model, ref_tokens: torch.Tensor, text: str, cand_tokens: torch.Tensor, stage1_weight: float = 0.0
+) -> torch.Tensor:
+    """Scores of K candidates for one query: z_t from stage one, the dual encoder's logit, plus `stage1_weight`
+    times stage one's dense similarity (computed from the same candidate tokens, which must be stage one's)."""
     q = encode_queries(model, ref_tokens, [text])
-    return model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens)
+    scores = model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens)
+    if stage1_weight:
+        scores = scores.float() + stage1_weight * (model.stage1.image_embedding(cand_tokens) @ q.embeddings[0].float())
+    return scores
 
 
 @rerankers.register("dual-encoder")
 class DualEncoderReranker(Reranker):
-    """Scores (reference, text, candidate) triplets, plus `stage1_weight` times the stage-one score.
+    """Scores (reference, text, candidate) triplets, plus `stage1_weight` times stage one's dense similarity.
 
-    `stage1_weight=None` uses 1 / stage one's temperature: the combination the tiny model's stage two was trained
-    to correct. The reference wiring ranks by the stage-two logit alone (`stage1_weight=0`).
+    The dense similarity is recomputed from the candidates' cached stage-one tokens, whatever retriever proposed
+    them, so the combination is the same on top of a dense or a sparse stage one (a sparse dot product has another
+    scale). `stage1_weight=None` uses 1 / stage one's temperature: the combination the tiny model's stage two was
+    trained to correct. The reference wiring ranks by the stage-two logit alone (`stage1_weight=0`).
     """
 
     name = "dual-encoder"
@@ -51,6 +60,11 @@ class DualEncoderReranker(Reranker):
         self.encoder = TowerEncoder(model, reranker_tower(model), cache, batch_size, device, autocast_bf16)
         if stage1_weight is None:
             stage1_weight = 1.0 / model.stage1.temp.clamp(1e-3, 0.5).item()
+        if stage1_weight and not model.config.share_stage2_vision:
+            raise CirError(
+                f"stage1_weight {stage1_weight:g} needs stage two to read stage one's ViT tokens; "
+                f"model {model.config.name} gives stage two its own ViT: set stage_two.stage1_weight to 0"
+            )
         self.stage1_weight = stage1_weight
 
     def index(self, gallery: Gallery) -> None:
@@ -65,9 +79,7 @@ class DualEncoderReranker(Reranker):
             with self.encoder.autocast():
                 ref = self.encoder.tokens([query.reference])
                 cand = self.encoder.tokens(head_ids)
-                scores = score_candidates(self.model, ref, query.text, cand).float()
-            if self.stage1_weight:
-                scores = scores + self.stage1_weight * torch.tensor(first.scores[:depth])
+                scores = score_candidates(self.model, ref, query.text, cand, self.stage1_weight).float()
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             ids = [head_ids[i] for i in order] + first.ids[depth:]
             head_scores = [float(scores[i]) for i in order]
