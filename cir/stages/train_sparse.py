@@ -1,7 +1,8 @@
 """Training the dense-to-sparse heads by distilling stage one's dense similarities.
 
-Loss = KL(teacher || student) over in-batch images (targets and references), with the teacher the frozen dense
-similarities and the student the sparse dot products, plus FLOPs regularisers with separate weights for queries and
+Loss = KL(teacher || student) over in-batch images (targets, references, and each query's `mined` nearest stage-one
+neighbours among the training images: the ranking that decides Recall@50 is among those), with the teacher the
+frozen dense similarities and the student the sparse dot products, plus FLOPs regularisers with separate weights for queries and
 images, ramped up quadratically over `ramp_steps`. Expansion control: each query is, with a probability annealed from
 1 to 0 over `anneal_steps`, restricted to its text's WordPieces plus its reference image's top `ref_terms` terms.
 """
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from .sparse_head import NUM_TERMS, SparseEncoder
 from .train_data import TripletData, TripletTask
-from .train_stage2 import _precompute
+from .train_stage2 import _mine, _precompute
 
 
 def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
@@ -46,6 +47,7 @@ class SparseTask(TripletTask):
         teacher_temp: float | None = None,
         max_query_terms: int = 32,
         max_image_terms: int = 64,
+        mined: int = 0,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
         self.module = SparseEncoder.for_model(model, max_query_terms=max_query_terms, max_image_terms=max_image_terms)
@@ -53,6 +55,7 @@ class SparseTask(TripletTask):
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
         _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
+        self.mined = _mine(self.query_emb, self.image_emb, data, mined) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
         self.text_terms = [
             torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
@@ -80,11 +83,15 @@ class SparseTask(TripletTask):
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         idx, draws = batch
         data = self.data
-        img_rows = torch.from_numpy(np.concatenate([data.target_rows[idx], data.ref_rows[idx]]))
+        rows = [data.target_rows[idx], data.ref_rows[idx]]
+        if self.mined is not None:
+            seen = set(np.concatenate(rows).tolist())
+            rows.append(np.array([r for r in dict.fromkeys(self.mined[idx].ravel().tolist()) if r not in seen], dtype=np.int64))
+        img_rows = torch.from_numpy(np.concatenate(rows))
         q_dense, i_dense = self.query_emb[idx], self.image_emb[img_rows]
         query_w = self.module.query(q_dense)
         image_w = self.module.image(i_dense)
-        query_w = self._restrict(idx, draws, query_w, image_w[len(idx) :].detach())
+        query_w = self._restrict(idx, draws, query_w, image_w[len(idx) : 2 * len(idx)].detach())
         # train as searched: only each vector's top terms survive (the caps applied at inference)
         query_w = keep_top(query_w, self.module.max_query_terms)
         image_w = keep_top(image_w, self.module.max_image_terms)
