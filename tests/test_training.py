@@ -73,3 +73,17 @@ def test_a_short_stage_two_run_learns_to_pick_the_target_among_its_near_duplicat
     assert after["acc"] > 1.5 * chance, (first, after)
     assert after["cells"] < first["cells"]
     assert (tmp_path / "run" / "stage2.safetensors").is_file()
+
+
+def test_an_unknown_training_option_names_the_config_file_and_key(synth_tiny: Path, tmp_path: Path) -> None:
+    from cir.config import Config
+    from cir.errors import CirError
+    from cir.stages.train_runner import train_stage
+
+    cfg = Config.from_dict(
+        {"benchmark": {"name": "cirr", "release": "synth", "root": str(synth_tiny)},
+         "train_stage2": {"options": {"stage1": "x.safetensors", "init_from_stage_1": False}}},
+        source="my.yaml",
+    )
+    with pytest.raises(CirError, match=r"^my.yaml: unknown key train_stage2.options.init_from_stage_1 \(known: .*init_from_stage1"):
+        train_stage(cfg, "stage2", tmp_path / "run")

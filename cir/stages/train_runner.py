@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from .train_data import load_triplets
 from .training import fit, seed_everything
 
 log = logging.getLogger(__name__)
+
+
+def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> None:
+    """An unknown key under train_<stage>.options is a config error naming the file and the key, not a TypeError."""
+    known = set(inspect.signature(task_class).parameters) - {"model", "data", "val_benchmark", "scene_labels"}
+    if stage != "stage1":
+        known.add("stage1")  # the stage-one checkpoint the later stages read
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CirError(f"{cfg.source}: unknown key train_{stage}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
 
 
 def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict:
@@ -33,10 +44,16 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     if stage == "stage1":
         from .train_stage1 import Stage1Task
 
+        _check_options(cfg, stage, Stage1Task, opts)
         model = create_model(cfg.model.name)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
         task = Stage1Task(model, data, val_set, **with_scene_labels(data))
         return fit(task, tcfg, out, resume, weights_name="stage1")
+    from .train_sparse import SparseTask
+    from .train_stage2 import Stage2Task
+
+    task_class = SparseTask if stage == "sparse" else Stage2Task
+    _check_options(cfg, stage, task_class, opts)
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
         raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
@@ -44,9 +61,5 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     model = create_model(cfg.model.name, checkpoint=stage1_path, stages=stages)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
-        from .train_sparse import SparseTask
-
         return fit(SparseTask(model, data, val_set, **opts), tcfg, out, resume, weights_name="sparse")
-    from .train_stage2 import Stage2Task
-
     return fit(Stage2Task(model, data, val_set, **with_scene_labels(data)), tcfg, out, resume, weights_name="stage2")

@@ -55,6 +55,11 @@ def scene_labels(root, split: str, image_ids: list[str]) -> torch.Tensor:
     return labels
 
 
+def scene_classes(labels: torch.Tensor) -> tuple[int, int, int]:
+    """Class counts (empty included) of the shape, colour and size columns of `scene_labels`."""
+    return tuple(int(labels[..., i].max()) + 1 for i in range(3))
+
+
 class SceneProbes(torch.nn.Module):
     """Training-only linear probes: image CLS -> its scene; query token 0 -> the target's scene."""
 
@@ -95,7 +100,7 @@ class Stage1Task(TripletTask):
         self.module = torch.nn.ModuleDict({"stage1": model.stage1})
         if self.scene_weight:
             cfg = model.config
-            classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
+            classes = scene_classes(scene_labels)
             cells = scene_labels.shape[1]
             per_patch = cfg.vision.num_tokens - 1 == cells
             self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, cells, classes, per_patch)

@@ -113,10 +113,10 @@ class Stage2Task(TripletTask):
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
         self.scene_labels = scene_labels
         if self.scene_weight:
-            from .train_stage1 import SceneProbes
+            from .train_stage1 import SceneProbes, scene_classes
 
             cells, width = scene_labels.shape[1], 2 * model.config.text.hidden_size
-            classes = tuple(int(scene_labels[..., i].max()) + 1 for i in range(3))
+            classes = scene_classes(scene_labels)
             self.probes = SceneProbes(width, width, cells, classes, per_patch=False)
             self.cell_probe = torch.nn.Linear(width, cells)
             self.module["probes"] = self.probes
