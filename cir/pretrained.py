@@ -25,7 +25,7 @@ PRETRAINED: dict[str, Pretrained] = {
         stage1="blip-tiny-synth-stage1.safetensors",
         stage2="blip-tiny-synth-stage2.safetensors",
         sparse="blip-tiny-synth-sparse.safetensors",
-        stage1_weight=100.0,  # best of the held-out calibration after the last epoch (runs/stage2/metrics.jsonl)
+        stage1_weight=20.0,  # best of the held-out calibration after the last epoch (runs/stage2/metrics.jsonl)
         trained_on="cir synthetic benchmark (default size, seed 0), train split",
     ),
 }

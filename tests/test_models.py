@@ -167,9 +167,32 @@ def test_tiny_forward_both_stages(tiny):
         torch.testing.assert_close(query.norm(dim=-1), torch.ones(2))
         torch.testing.assert_close(cand_emb.norm(dim=-1), torch.ones(4))
         cand_tokens = tiny.stage2_image_tokens(tiny.preprocess(images))
-        broadcast = tiny.stage2.score(fused[1:], ids[1:], mask[1:], cand_tokens)
-        aligned = tiny.stage2.score(fused[1:].expand(4, -1, -1), ids[1:].expand(4, -1), mask[1:].expand(4, -1), cand_tokens)
+        ref = tokens[1:2]
+        broadcast = tiny.stage2.score(fused[1:], ids[1:], mask[1:], cand_tokens, ref)
+        aligned = tiny.stage2.score(
+            fused[1:].expand(4, -1, -1), ids[1:].expand(4, -1), mask[1:].expand(4, -1), cand_tokens, ref.expand(4, -1, -1)
+        )
         assert broadcast.shape == (4,) and torch.isfinite(broadcast).all()
         torch.testing.assert_close(broadcast, aligned, atol=1e-5, rtol=0)
         with pytest.raises(ValueError, match="broadcasts one query"):
-            tiny.stage2.score(fused, ids, mask, cand_tokens[:3])
+            tiny.stage2.score(fused, ids, mask, cand_tokens[:3], ref)
+
+
+def test_tiny_stage_two_reads_what_changed_from_the_reference(tiny):
+    """blip-tiny's stage two reads the candidate and its difference from the reference: the reference matters,
+    and leaving it out is an error rather than a silent fallback to the reference wiring."""
+    assert tiny.config.stage2_reads_reference and not get_model_config("blip-base").stage2_reads_reference
+    with torch.no_grad():
+        tokens = tiny.stage1.image_tokens(tiny.preprocess(random_images([(64, 64)] * 4)))
+        ids, mask = tiny.tokenizer(["make it red"])
+        fused = tiny.stage1.fuse(tokens[:1], ids, mask)
+        memory = tiny.stage2.memory(tokens[1:], tokens[:1])
+        assert memory.shape == (3, 2 * tokens.shape[1], tokens.shape[2])
+        torch.testing.assert_close(memory[:, tokens.shape[1] :], tokens[1:] - tokens[:1])
+        own = tiny.stage2.score(fused, ids, mask, tokens[1:], tokens[:1])
+        other = tiny.stage2.score(fused, ids, mask, tokens[1:], tokens[3:4])
+        assert not torch.allclose(own, other)
+        with pytest.raises(ValueError, match="pass ref_tokens"):
+            tiny.stage2.score(fused, ids, mask, tokens[1:])
+        with pytest.raises(ValueError, match="reference tokens have 2 rows"):
+            tiny.stage2.memory(tokens[1:], tokens[:2])

@@ -57,6 +57,9 @@ class ModelConfig:
     `share_stage2_vision`: stage two reuses stage one's ViT tokens (one patch-token cache serves both stages)
     instead of running its own ViT (the reference wiring).
     `tie_stage2_word_embeddings`: stage two's word embeddings are stage one's table, not a copy.
+    `stage2_reads_reference`: stage two's cross-attention reads the candidate's tokens followed by their difference
+    from the reference image's tokens, patch by patch (what changed), instead of the candidate's tokens alone (the
+    reference wiring); it adds no weights.
     """
 
     vision: VisionConfig
@@ -65,6 +68,7 @@ class ModelConfig:
     stage2_average_layers: int = 6
     share_stage2_vision: bool = False
     tie_stage2_word_embeddings: bool = False
+    stage2_reads_reference: bool = False
     image_mean: tuple[float, float, float] = BLIP_MEAN
     image_std: tuple[float, float, float] = BLIP_STD
     pad_ratio: float = 1.25

@@ -60,8 +60,9 @@ register_model(
         stage2_average_layers=2,
         share_stage2_vision=True,
         tie_stage2_word_embeddings=True,
+        stage2_reads_reference=True,
         description="CPU-trainable size shipped with the package; 63 px images in 21 px patches (10 tokens): one "
         "patch per cell of the synthetic benchmark's 3x3 grid, and 10 tokens an image where 8 px patches make 65; "
-        "stage two shares stage one's ViT tokens and word embeddings",
+        "stage two shares stage one's ViT tokens and word embeddings and reads what changed from the reference",
     ),
 )

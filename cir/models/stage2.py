@@ -3,7 +3,8 @@
 Two branches run in lock-step through every layer (golden README section 3):
 branch 0 starts from z_t (stage one's fused hidden state, used as-is), branch 1 from stage two's own text
 embeddings of the same ids.  Each layer: separate self-attention per branch; separate cross-attention per branch to
-the candidate image tokens whose two outputs are merged (averaged below `stage2_average_layers`, else concatenated
+the candidate image tokens (followed by their difference from the reference's when the config says
+`stage2_reads_reference`) whose two outputs are merged (averaged below `stage2_average_layers`, else concatenated
 and projected by `merge_layer`, no activation) and added to each branch's own residual; a shared FFN.
 The two first tokens go through `cls_head`; the score is logit 0.
 
@@ -164,13 +165,32 @@ class Stage2Model(nn.Module):
         if self.config.tie_stage2_word_embeddings:
             self.text_encoder.embeddings.word_embeddings = stage1.text_encoder.embeddings.word_embeddings
 
+    def memory(self, cand_tokens: torch.Tensor, ref_tokens: torch.Tensor | None) -> torch.Tensor:
+        """What the cross-attention reads: the candidate's tokens, then (`stage2_reads_reference`) their patch-by-patch
+        difference from the reference's, so that what changed from the reference is there to read."""
+        if not self.config.stage2_reads_reference:
+            return cand_tokens
+        if ref_tokens is None:
+            raise ValueError(f"model {self.config.name}'s stage two reads the reference image: pass ref_tokens")
+        if ref_tokens.shape[0] not in (1, cand_tokens.shape[0]):
+            raise ValueError(
+                f"reference tokens have {ref_tokens.shape[0]} rows for {cand_tokens.shape[0]} candidates (1 or as many)"
+            )
+        return torch.cat([cand_tokens, cand_tokens - ref_tokens], dim=1)
+
     def branch_states(
-        self, z_t: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, cand_tokens: torch.Tensor
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cand_tokens: torch.Tensor,
+        ref_tokens: torch.Tensor | None = None,
     ) -> BranchStates:
         """Final hidden states of both branches, (K, L, H) each.
 
         Rows are aligned pairs; a single query (B = 1) is broadcast over the K candidates without copying it:
-        its first self-attention runs once and cross-attention broadcasts it to K rows.
+        its first self-attention runs once and cross-attention broadcasts it to K rows.  `ref_tokens` (1 or K rows)
+        are the reference image's tokens, read only when the config says `stage2_reads_reference`.
         """
         batch, candidates = z_t.shape[0], cand_tokens.shape[0]
         if batch not in (1, candidates) or input_ids.shape[0] != batch or attention_mask.shape[0] != batch:
@@ -178,24 +198,39 @@ class Stage2Model(nn.Module):
                 f"stage two pairs rows one to one or broadcasts one query: z_t has {batch} rows, ids "
                 f"{input_ids.shape[0]}, mask {attention_mask.shape[0]}, candidate tokens {candidates}"
             )
-        return self.text_encoder(z_t, input_ids, attention_mask, cand_tokens)
+        return self.text_encoder(z_t, input_ids, attention_mask, self.memory(cand_tokens, ref_tokens))
 
     def pair_features(
-        self, z_t: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, cand_tokens: torch.Tensor
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cand_tokens: torch.Tensor,
+        ref_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(K, 2H) concat of both branches' first tokens, the input of `cls_head`."""
-        h0, h1 = self.branch_states(z_t, input_ids, attention_mask, cand_tokens)
+        h0, h1 = self.branch_states(z_t, input_ids, attention_mask, cand_tokens, ref_tokens)
         h0, h1 = (h.expand(cand_tokens.shape[0], -1, -1) for h in (h0, h1))
         return torch.cat([h0[:, 0], h1[:, 0]], dim=-1)
 
     def logits(
-        self, z_t: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, cand_tokens: torch.Tensor
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cand_tokens: torch.Tensor,
+        ref_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(K, 2) head output; column 0 is the ranking score."""
-        return self.cls_head(self.pair_features(z_t, input_ids, attention_mask, cand_tokens))
+        return self.cls_head(self.pair_features(z_t, input_ids, attention_mask, cand_tokens, ref_tokens))
 
     def score(
-        self, z_t: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, cand_tokens: torch.Tensor
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cand_tokens: torch.Tensor,
+        ref_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(K,) scores, higher is better: logit 0 of `cls_head` for each (query, candidate) row pair."""
-        return self.logits(z_t, input_ids, attention_mask, cand_tokens)[:, 0]
+        return self.logits(z_t, input_ids, attention_mask, cand_tokens, ref_tokens)[:, 0]

@@ -27,7 +27,7 @@ def score_candidates(
     """Scores of K candidates for one query: z_t from stage one, the dual encoder's logit, plus `stage1_weight`
     times stage one's dense similarity (computed from the same candidate tokens, which must be stage one's)."""
     q = encode_queries(model, ref_tokens, [text])
-    scores = model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens)
+    scores = model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens, ref_tokens)
     if stage1_weight:
         scores = scores.float() + stage1_weight * (model.stage1.image_embedding(cand_tokens) @ q.embeddings[0].float())
     return scores

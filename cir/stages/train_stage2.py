@@ -168,8 +168,9 @@ class Stage2Task(TripletTask):
         mask = self.mask[idx, :length].repeat_interleave(g, 0)
         rows = torch.from_numpy(groups)
         cand = self.tokens[rows.reshape(-1)].float()
+        ref = self.tokens[torch.from_numpy(self.data.ref_rows[idx])].float().repeat_interleave(g, 0)
         stage2 = self.model.stage2
-        features = stage2.pair_features(fused, ids, mask, cand)
+        features = stage2.pair_features(fused, ids, mask, cand, ref)
         scores = stage2.cls_head(features)[:, 0].view(b, g)
         if self.stage1_weight:
             first = torch.einsum("bd,bgd->bg", self.query_emb[idx], self.image_emb[rows])
@@ -190,7 +191,8 @@ class Stage2Task(TripletTask):
         """Stage-two scores of one training query (unpadded) against candidate image rows."""
         n = int(self.mask[q].sum())
         z_t, ids, mask = self.fused[q : q + 1, :n].float(), self.ids[q : q + 1, :n], self.mask[q : q + 1, :n]
-        return self.model.stage2.score(z_t, ids, mask, self.tokens[cand_rows].float())
+        ref = self.tokens[int(self.data.ref_rows[q])][None].float()
+        return self.model.stage2.score(z_t, ids, mask, self.tokens[cand_rows].float(), ref)
 
     @torch.inference_mode()
     def calibrate(self, weights=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)) -> dict[str, float]:
