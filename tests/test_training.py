@@ -87,3 +87,34 @@ def test_an_unknown_training_option_names_the_config_file_and_key(synth_tiny: Pa
     )
     with pytest.raises(CirError, match=r"^my.yaml: unknown key train_stage2.options.init_from_stage_1 \(known: .*init_from_stage1"):
         train_stage(cfg, "stage2", tmp_path / "run")
+
+
+def test_a_short_sparse_run_learns_vocabulary_vectors_that_retrieve(micro, synth_tiny: Path, tmp_path: Path) -> None:
+    """Dense-to-sparse heads with a trainable vocabulary projection start from the word-embedding table, train it,
+    keep their term caps and save and reload it; a short distillation from a trained-for-a-moment stage one retrieves far above chance."""
+    from cir.stages.sparse_head import SparseEncoder
+    from cir.stages.train_sparse import SparseTask
+
+    torch.manual_seed(0)
+    model = create_model("blip-micro-test")
+    train = load_benchmark("cirr", synth_tiny, "train")
+    data = load_triplets(train, model.preprocess)
+    labels = scene_labels(synth_tiny, "train", data.image_ids)
+    stage1 = Stage1Task(model, data, None, val_queries=None, scene_weight=1.0, scene_labels=labels)
+    fit(stage1, TrainConfig(epochs=25, batch_size=32, lr=2e-3, warmup_steps=20, threads=1), tmp_path / "stage1")
+    task = SparseTask(model, data, train, val_queries=None, ramp_steps=20, anneal_steps=40, max_query_terms=16,
+                      max_image_terms=16, mined=2, trainable_vocab=True)
+    table = model.stage1.text_encoder.embeddings.word_embeddings.weight[: task.module.query.vocab.shape[0]]
+    torch.testing.assert_close(task.module.query.vocab, table)
+    assert task.module.query.vocab.requires_grad
+    after = fit(task, TrainConfig(epochs=30, batch_size=64, lr=3e-3, warmup_steps=10, threads=1), tmp_path / "sparse",
+                weights_name="sparse")
+    chance = 100 * 10 / (len(train.gallery) - 1)
+    assert after["val_sparse_recall@10"] > 10 * chance, after
+    assert after["query_terms"] <= 16 and after["image_terms"] <= 16
+    assert not torch.allclose(task.module.query.vocab, table)  # the projection trained
+    reloaded = SparseEncoder.load(tmp_path / "sparse" / "sparse.safetensors", model)
+    assert (reloaded.max_query_terms, reloaded.max_image_terms) == (16, 16)
+    with torch.no_grad():  # weights are stored in fp16
+        dense = task.image_emb[:50]
+        torch.testing.assert_close(reloaded.image(dense), task.module.image(dense), atol=2e-2, rtol=1e-2)

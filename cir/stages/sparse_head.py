@@ -1,8 +1,10 @@
 """The dense-to-sparse head: a dense embedding -> Linear -> LayerNorm -> vocabulary logits -> log(1 + relu).
 
-The vocabulary projection is stage one's WordPiece embedding table (tied and frozen, plus a learned bias), so every
-dimension is a word from the start and the head itself weighs a few ten thousand parameters. Queries and images have
-separate heads. Terms are the 30,522 WordPiece entries ([DEC] and [ENC] are not terms).
+The vocabulary projection is stage one's WordPiece embedding table (plus a learned bias), so every dimension is a word
+from the start. It stays tied and frozen (a head of a few ten thousand parameters), or with `trainable_vocab` it is
+trained from there: each term gets its own direction and can stand for a conjunction ("red circle at the top left")
+that few images share, which is what keeps posting lists short; a saved head holds its table then (about 8 MB in
+fp16). Queries and images have separate heads. Terms are the 30,522 WordPiece entries ([DEC] and [ENC] are not terms).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ NUM_TERMS = 30522
 
 
 class SparseHead(nn.Module):
-    def __init__(self, dim: int, hidden: int, word_embeddings: torch.Tensor) -> None:
+    def __init__(self, dim: int, hidden: int, word_embeddings: torch.Tensor, trainable_vocab: bool = False) -> None:
         super().__init__()
         self.linear = nn.Linear(dim, hidden)
         self.norm = nn.LayerNorm(hidden)
-        self.register_buffer("vocab", word_embeddings[:NUM_TERMS].detach().clone(), persistent=False)
+        table = word_embeddings[:NUM_TERMS].detach().clone()
+        if trainable_vocab:
+            self.vocab = nn.Parameter(table)
+        else:
+            self.register_buffer("vocab", table, persistent=False)
         self.bias = nn.Parameter(torch.zeros(NUM_TERMS))
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
@@ -34,10 +40,18 @@ class SparseHead(nn.Module):
 class SparseEncoder(nn.Module):
     """The query head and the image head, with the per-vector term cap applied at inference."""
 
-    def __init__(self, dim: int, hidden: int, word_embeddings: torch.Tensor, max_query_terms: int = 32, max_image_terms: int = 64):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        word_embeddings: torch.Tensor,
+        max_query_terms: int = 32,
+        max_image_terms: int = 64,
+        trainable_vocab: bool = False,
+    ):
         super().__init__()
-        self.query = SparseHead(dim, hidden, word_embeddings)
-        self.image = SparseHead(dim, hidden, word_embeddings)
+        self.query = SparseHead(dim, hidden, word_embeddings, trainable_vocab)
+        self.image = SparseHead(dim, hidden, word_embeddings, trainable_vocab)
         self.max_query_terms = max_query_terms
         self.max_image_terms = max_image_terms
 
@@ -84,6 +98,7 @@ class SparseEncoder(nn.Module):
             model,
             max_query_terms=int(meta.get("max_query_terms", 32)),
             max_image_terms=int(meta.get("max_image_terms", 64)),
+            trainable_vocab="query.vocab" in state,  # a head trained with its own table saved it
         )
         encoder.load_state_dict(state)
         return encoder.eval()

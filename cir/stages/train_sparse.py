@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .sparse_head import NUM_TERMS, SparseEncoder
 from .train_data import TripletData, TripletTask
 from .train_stage2 import _mine, _precompute
+from .vector_stats import expected_flops
 
 
 def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
@@ -48,9 +49,12 @@ class SparseTask(TripletTask):
         max_query_terms: int = 32,
         max_image_terms: int = 64,
         mined: int = 0,
+        trainable_vocab: bool = False,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
-        self.module = SparseEncoder.for_model(model, max_query_terms=max_query_terms, max_image_terms=max_image_terms)
+        self.module = SparseEncoder.for_model(
+            model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
+        )
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
@@ -119,8 +123,10 @@ class SparseTask(TripletTask):
         retriever.index(b.gallery)
         metrics = b.evaluate(retriever.search(b.queries, 51))
         out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
+        queries = retriever.encode_queries(b.queries)
         out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
-        out["query_terms"] = float(retriever.encode_queries(b.queries).getnnz(1).mean())
+        out["query_terms"] = float(queries.getnnz(1).mean())
+        out["flops_per_pair"] = expected_flops(queries, retriever.image_vectors)
         return out
 
     def save_weights(self, path: Path) -> None:
