@@ -34,12 +34,17 @@ def micro():
     return register_model("blip-micro-test", config)
 
 
-def test_a_short_stage_one_run_learns(micro, synth_tiny: Path, tmp_path: Path) -> None:
+def fresh_micro_model_and_data(synth_tiny: Path):
+    """A freshly seeded micro model, the tiny benchmark's train split, its triplets in memory and their scene labels."""
     torch.manual_seed(0)
     model = create_model("blip-micro-test")
     train = load_benchmark("cirr", synth_tiny, "train")
     data = load_triplets(train, model.preprocess)
-    labels = scene_labels(synth_tiny, "train", data.image_ids)
+    return model, train, data, scene_labels(synth_tiny, "train", data.image_ids)
+
+
+def test_a_short_stage_one_run_learns(micro, synth_tiny: Path, tmp_path: Path) -> None:
+    model, train, data, labels = fresh_micro_model_and_data(synth_tiny)
     task = Stage1Task(model, data, train, val_queries=None, scene_weight=1.0, scene_labels=labels)
     chance = 100 * 10 / (len(train.gallery) - 1)
     before = task.validate()["val_recall@10"]
@@ -56,11 +61,7 @@ def test_a_short_stage_two_run_learns_to_pick_the_target_among_its_near_duplicat
     the one-edit near-duplicates of its group, on the training queries it saw."""
     from cir.stages.train_stage2 import Stage2Task
 
-    torch.manual_seed(0)
-    model = create_model("blip-micro-test")
-    train = load_benchmark("cirr", synth_tiny, "train")
-    data = load_triplets(train, model.preprocess)
-    labels = scene_labels(synth_tiny, "train", data.image_ids)
+    model, train, data, labels = fresh_micro_model_and_data(synth_tiny)
     task = Stage2Task(
         model, data, None, group_size=6, mined_negatives=0, calibration_queries=0,
         stage1_weight_scale=0.0, scene_weight=1.0, scene_labels=labels,
@@ -91,15 +92,12 @@ def test_an_unknown_training_option_names_the_config_file_and_key(synth_tiny: Pa
 
 def test_a_short_sparse_run_learns_vocabulary_vectors_that_retrieve(micro, synth_tiny: Path, tmp_path: Path) -> None:
     """Dense-to-sparse heads with a trainable vocabulary projection start from the word-embedding table, train it,
-    keep their term caps and save and reload it; a short distillation from a trained-for-a-moment stage one retrieves far above chance."""
+    keep their term caps and save and reload it; a short distillation from a briefly trained stage one retrieves
+    far above chance."""
     from cir.stages.sparse_head import SparseEncoder
     from cir.stages.train_sparse import SparseTask
 
-    torch.manual_seed(0)
-    model = create_model("blip-micro-test")
-    train = load_benchmark("cirr", synth_tiny, "train")
-    data = load_triplets(train, model.preprocess)
-    labels = scene_labels(synth_tiny, "train", data.image_ids)
+    model, train, data, labels = fresh_micro_model_and_data(synth_tiny)
     stage1 = Stage1Task(model, data, None, val_queries=None, scene_weight=1.0, scene_labels=labels)
     fit(stage1, TrainConfig(epochs=25, batch_size=32, lr=2e-3, warmup_steps=20, threads=1), tmp_path / "stage1")
     task = SparseTask(model, data, train, val_queries=None, ramp_steps=20, anneal_steps=40, max_query_terms=16,
