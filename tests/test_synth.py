@@ -21,7 +21,7 @@ from cir.data.synth.edits import (
 from cir.data.synth.phrasing import refer, template_pattern
 from cir.data.synth.plan import plan_split
 from cir.data.synth.scene import CELLS, Scene, SceneObject, random_scene
-from cir.errors import CirError
+from cir.errors import CirError, DatasetNotFoundError
 from cir.types import Ranking, Run
 
 SPLITS = ("train", "val", "test")
@@ -235,24 +235,55 @@ def test_default_size_meets_the_query_and_gallery_counts() -> None:
     assert len(val.scenes) >= 5_000
 
 
-def test_ensure_synthetic_reuses_a_complete_dataset_and_rebuilds_an_incomplete_one(
+def test_ensure_synthetic_reuses_a_complete_dataset_and_repairs_a_damaged_split(
     tiny_root: Path, tmp_path: Path, monkeypatch
 ) -> None:
     import shutil
 
     root = tmp_path / "data"
     shutil.copytree(tiny_root, root)
-    calls = []
-    monkeypatch.setattr(writer_module, "generate", lambda out, **kwargs: calls.append((out, kwargs)) or out)
+    reference = tree_bytes(root)
+    monkeypatch.setattr(writer_module, "generate", lambda *a, **k: pytest.fail("a complete dataset was regenerated"))
     assert is_complete(root, size="tiny")
     assert ensure_synthetic(root, size="tiny") == root
-    assert calls == []  # complete: nothing regenerated
     assert not is_complete(root, size="small") and not is_complete(root, size="tiny", seed=1)
 
     sorted((root / "val").iterdir())[0].unlink()
-    assert not is_complete(root, size="tiny")
-    ensure_synthetic(root, size="tiny", seed=0)
-    assert calls == [(root, {"seed": 0, "size": "tiny", "image_size": 64})]
+    assert not is_complete(root, size="tiny") and is_complete(root, size="tiny", splits=("train", "test"))
+    rendered = []
+    real_render = writer_module._render_all
+    monkeypatch.setattr(writer_module, "_render_all", lambda r, plans, *a: rendered.extend(p.split for p in plans)
+                        or real_render(r, plans, *a))
+    ensure_synthetic(root, size="tiny", seed=0, workers=1)
+    assert rendered == ["val"]  # only the damaged split is written again
+    assert tree_bytes(root) == reference
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging folder left beside it
+
+
+def test_splits_written_one_at_a_time_are_the_files_of_a_full_run(tiny_root: Path, tmp_path: Path) -> None:
+    root = generate(tmp_path / "parts", size="tiny", workers=1, splits=("val",))
+    assert is_complete(root, size="tiny", splits=("val",)) and not is_complete(root, size="tiny")
+    assert sorted(load_metadata(root)["splits"]) == ["val"]
+    assert not (root / "train").exists()
+    partial = tree_bytes(root)
+    full = tree_bytes(tiny_root)
+    assert all(full[name] == data for name, data in partial.items() if name != "metadata.json")
+
+    with pytest.raises(DatasetNotFoundError, match=r"holds the synthetic splits val but not 'train'.*cir data synth"):
+        load_benchmark("cirr", root, "train")
+    with pytest.raises(DatasetNotFoundError, match="not 'test'"):
+        oracle_run(root, "test")
+
+    ensure_synthetic(root, size="tiny", splits=("val", "test"), workers=2)
+    assert sorted(load_metadata(root)["splits"]) == ["test", "val"]
+    ensure_synthetic(root, size="tiny", workers=1)
+    assert tree_bytes(root) == full
+
+
+def test_unknown_splits_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CirError, match="unknown synthetic splits.*dev"):
+        generate(tmp_path / "x", size="tiny", splits=("dev",))
+    assert not (tmp_path / "x").exists()
 
 
 def test_an_interrupted_generation_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="tiny: 300/100/100 queries, small: 4k/1k/1k, default: 20k/2k/2k (train/val/test)")
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
+    synth.add_argument("--splits", nargs="+", choices=SPLIT_CHOICES, default=SPLIT_CHOICES, metavar="SPLIT",
+                       help="the splits to write (default: train val test); the files are those of a full run")
     synth.set_defaults(func=run_synth)
 
     show = actions.add_parser("show", help="draw queries (reference, text, target, img_set) into a PNG contact sheet")
@@ -45,7 +47,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from ..data.synth import generate, load_metadata
 
     started = time.perf_counter()
-    root = generate(args.out, seed=args.seed, size=args.size, image_size=args.image_size, workers=args.workers)
+    root = generate(args.out, seed=args.seed, size=args.size, image_size=args.image_size, workers=args.workers,
+                    splits=args.splits)
     elapsed = time.perf_counter() - started
     metadata = load_metadata(root)
     console.print(f"synthetic CIR benchmark written to [bold]{root}[/] (size {args.size}, seed {args.seed}) "
@@ -54,7 +57,7 @@ def run_synth(args: argparse.Namespace) -> int:
     for column in ("split", "queries", "gallery images", "phrasings"):
         table.add_column(column, justify="left" if column in ("split", "phrasings") else "right")
     heldout = metadata["phrasings"]["heldout"]["splits"]
-    for split in SPLIT_CHOICES:
+    for split in (s for s in SPLIT_CHOICES if s in metadata["splits"]):
         content = metadata["splits"][split]
         table.add_row(split, f"{len(content['queries']):,}", f"{len(content['scenes']):,}",
                       "held-out" if split in heldout else "training")

@@ -39,7 +39,9 @@ def detect_release(root: Path, split: str) -> str:
     suffix = f".{split}.json"
     releases = sorted(p.name[len("cap.") : -len(suffix)] for p in (root / "captions").glob(f"cap.*{suffix}"))
     if not releases:
-        raise DatasetNotFoundError(f"no captions/cap.<release>{suffix} in {root}. {HINT}")
+        from .synth import missing_split_hint
+
+        raise DatasetNotFoundError(missing_split_hint(root, split) or f"no captions/cap.<release>{suffix} in {root}. {HINT}")
     if len(releases) > 1:
         raise CirError(f"{root}: several CIRR releases for split {split!r} ({', '.join(releases)}): pick one with --release")
     return releases[0]

@@ -40,14 +40,14 @@ def masked_cross_entropy(logits: torch.Tensor, cand_rows: np.ndarray, positive_r
 
 def scene_labels(root, split: str, image_ids: list[str]) -> torch.Tensor:
     """(N, cells, 3) class ids of each image's cells from the synthetic metadata: shape, colour, size (0 = empty)."""
-    from ..data.synth import load_metadata
+    from ..data.synth import load_metadata, split_metadata
 
     meta = load_metadata(root)
     vocab = meta["vocab"]
     index = {f: {v: i + 1 for i, v in enumerate(vocab[f + "s"])} for f in ("shape", "size")}
     index["colour"] = {v: i + 1 for i, v in enumerate(vocab["colours"])}
     grid = vocab["grid"]
-    scenes = meta["splits"][split]["scenes"]
+    scenes = split_metadata(root, split)["scenes"]
     labels = torch.zeros(len(image_ids), grid * grid, 3, dtype=torch.long)
     for row, image_id in enumerate(image_ids):
         for r, c, shape, colour, size in scenes[image_id]:

@@ -31,20 +31,38 @@ def read_own_metadata(root: Path) -> dict[str, Any] | None:
     return metadata if isinstance(metadata, dict) and metadata.get("generator") == GENERATOR else None
 
 
-def is_complete(root: Path, size: str = "default", seed: int = 0, image_size: int = 64) -> bool:
-    """True if `root` holds a finished dataset of this generator version with these parameters."""
+def complete_splits(root: Path, size: str = "default", seed: int = 0, image_size: int = 64) -> tuple[str, ...]:
+    """The splits `root` holds whole (listed in metadata.json, annotations written, every image there), for a dataset
+    of this generator version with these parameters; none for anything else."""
     root = Path(root)
     metadata = read_own_metadata(root)
     wanted = {"version": GENERATOR_VERSION, "seed": seed, "size": size, "image_size": image_size}
     if metadata is None or any(metadata.get(k) != v for k, v in wanted.items()):
+        return ()
+    listed = metadata.get("splits", {})
+    return tuple(split for split in SPLITS if split in listed and _split_is_whole(root, split, len(listed[split]["scenes"])))
+
+
+def _split_is_whole(root: Path, split: str, images: int) -> bool:
+    if not (caption_file(root, split).is_file() and split_file(root, split).is_file()):
         return False
-    for split in SPLITS:
-        if not (caption_file(root, split).is_file() and split_file(root, split).is_file()):
-            return False
-        expected = len(metadata.get("splits", {}).get(split, {}).get("scenes", {}))
-        if not (root / split).is_dir() or sum(1 for _ in os.scandir(root / split)) != expected:
-            return False
-    return True
+    return (root / split).is_dir() and sum(1 for _ in os.scandir(root / split)) == images
+
+
+def is_complete(root: Path, size: str = "default", seed: int = 0, image_size: int = 64, splits=SPLITS) -> bool:
+    """True if `root` holds `splits` (all three by default) of the dataset with these parameters, whole."""
+    return set(splits) <= set(complete_splits(root, size, seed, image_size))
+
+
+def missing_split_hint(root: Path, split: str) -> str | None:
+    """What to run when a synthetic dataset at `root` lacks `split` (None if `root` holds no synthetic dataset)."""
+    metadata = read_own_metadata(Path(root))
+    if metadata is None:
+        return None
+    have = ", ".join(metadata.get("splits", {})) or "none"
+    image_size = "" if metadata.get("image_size") == 64 else f" --image-size {metadata.get('image_size')}"
+    return (f"{root} holds the synthetic splits {have} but not {split!r}: write them all with "
+            f"`cir data synth --out {root} --size {metadata.get('size')} --seed {metadata.get('seed')}{image_size}`")
 
 
 def load_metadata(root: Path) -> dict[str, Any]:
@@ -57,3 +75,11 @@ def load_metadata(root: Path) -> dict[str, Any]:
     if metadata is None:
         raise FormatError(f"{path}: not the metadata of a cir synthetic dataset (no generator {GENERATOR!r})")
     return metadata
+
+
+def split_metadata(root: Path, split: str) -> dict[str, Any]:
+    """One split's scenes, img_sets and queries from metadata.json; DatasetNotFoundError if it was not generated."""
+    splits = load_metadata(root)["splits"]
+    if split not in splits:
+        raise DatasetNotFoundError(missing_split_hint(Path(root), split))
+    return splits[split]

@@ -5,22 +5,18 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
-from ...errors import DatasetNotFoundError
 from ...types import Ranking, Run
-from .layout import load_metadata
+from .layout import split_metadata
 
 
 def oracle_run(root: Path, split: str, depth: int | None = 100) -> Run:
     """Per query (id = str(pairid)): the target, then the other img_set members, then the rest of the split's
     gallery in name order; the reference is left out (CIRR protocol). Truncated to `depth` (None: whole gallery)."""
-    metadata = load_metadata(root)
-    splits = metadata["splits"]
-    if split not in splits:
-        raise DatasetNotFoundError(f"{Path(root) / 'metadata.json'}: no split {split!r} (have: {', '.join(splits)})")
-    gallery = sorted(splits[split]["scenes"])
-    img_sets = splits[split]["img_sets"]
+    content = split_metadata(root, split)
+    gallery = sorted(content["scenes"])
+    img_sets = content["img_sets"]
     rankings = []
-    for query_id, query in splits[split]["queries"].items():
+    for query_id, query in content["queries"].items():
         first = [query["target"]] + [m for m in img_sets[str(query["img_set"])] if m != query["target"]]
         first = [name for name in first if name != query["reference"]]
         chosen = set(first) | {query["reference"]}

@@ -1,12 +1,14 @@
-"""The dataset writer: plans three splits, renders their images in a process pool, writes the CIRR layout.
+"""The dataset writer: plans the splits, renders their images in a process pool, writes the CIRR layout.
 
-Output (byte-identical for the same seed, size and image size, whatever the number of workers):
+Output (byte-identical for the same seed, size and image size, whatever the number of workers, and whether the
+splits were written together or one at a time):
     captions/cap.synth.<split>.json      CIRR caption entries
     image_splits/split.synth.<split>.json  {name: "./<split>/<name>.png"}
     <split>/<name>.png                   the images
     metadata.json                        version, seed, vocab, phrasings, scenes and edits per split
-The whole folder is written under a hidden temporary name and renamed at the end (cir.io.atomic_directory), so an
-interrupted run never leaves a folder that looks complete.
+A new folder is written under a hidden temporary name and renamed at the end (cir.io.atomic_directory); a split added
+to an existing folder is listed in metadata.json only once its files are in place. Either way an interrupted run
+never leaves a split that looks complete.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from tqdm import tqdm
 from ...errors import CirError
 from ...io import atomic_directory, write_text
 from .edits import modification_record
-from .layout import GENERATOR, GENERATOR_VERSION, SPLITS, caption_file, is_complete, read_own_metadata, split_file
+from .layout import GENERATOR, GENERATOR_VERSION, SPLITS, caption_file, complete_splits, read_own_metadata, split_file
 from .phrasing import HELDOUT_CONNECTIVES, HELDOUT_TEMPLATES, TRAIN_CONNECTIVES, TRAIN_TEMPLATES
 from .plan import PlannedQuery, SplitPlan, plan_split
 from .render import render
@@ -119,16 +123,22 @@ def _metadata(plans: list[SplitPlan], seed: int, size: str, image_size: int) -> 
     }
 
 
-def _plan_all(seed: int, spec: SizeSpec, progress: bool) -> list[SplitPlan]:
-    plans, first_pairid = [], 0
-    with tqdm(total=sum(spec.queries.values()), desc="planning", unit="query", disable=not progress) as bar:
-        for split in SPLITS:
-            distractors = 0 if split == "train" else spec.eval_distractors
-            plan = plan_split(split, spec.queries[split], seed, first_pairid, split in HELDOUT_SPLITS, distractors,
-                              advance=bar.update)
-            plans.append(plan)
-            first_pairid += len(plan.queries)
-    return plans
+def _first_pairids(spec: SizeSpec) -> dict[str, int]:
+    """Pair ids run on across the splits in SPLITS order, so each split can be planned on its own."""
+    firsts, first = {}, 0
+    for split in SPLITS:
+        firsts[split], first = first, first + spec.queries[split]
+    return firsts
+
+
+def _plan(seed: int, spec: SizeSpec, splits: tuple[str, ...], progress: bool) -> list[SplitPlan]:
+    firsts = _first_pairids(spec)
+    with tqdm(total=sum(spec.queries[s] for s in splits), desc="planning", unit="query", disable=not progress) as bar:
+        return [
+            plan_split(split, spec.queries[split], seed, firsts[split], split in HELDOUT_SPLITS,
+                       0 if split == "train" else spec.eval_distractors, advance=bar.update)
+            for split in splits
+        ]
 
 
 def _render_all(root: Path, plans: list[SplitPlan], seed: int, image_size: int, workers: int, progress: bool) -> None:
@@ -149,13 +159,35 @@ def _render_all(root: Path, plans: list[SplitPlan], seed: int, image_size: int, 
                     bar.update()
 
 
-def _write_dataset(root: Path, seed: int, size: str, image_size: int, workers: int, progress: bool) -> None:
-    plans = _plan_all(seed, SIZES[size], progress)
+def _write_annotations(root: Path, plan: SplitPlan) -> None:
+    write_text(caption_file(root, plan.split), _dump([_caption_entry(q) for q in plan.queries]))
+    write_text(split_file(root, plan.split), _dump({name: f"./{plan.split}/{name}.png" for name in plan.scenes}))
+
+
+def _write_dataset(root: Path, plans: list[SplitPlan], seed: int, size: str, image_size: int, workers: int,
+                   progress: bool) -> None:
     _render_all(root, plans, seed, image_size, workers, progress)
     for plan in plans:
-        write_text(caption_file(root, plan.split), _dump([_caption_entry(q) for q in plan.queries]))
-        write_text(split_file(root, plan.split), _dump({name: f"./{plan.split}/{name}.png" for name in plan.scenes}))
+        _write_annotations(root, plan)
     write_text(root / "metadata.json", _dump(_metadata(plans, seed, size, image_size)))
+
+
+def _add_splits(root: Path, plans: list[SplitPlan], image_size: int, workers: int, progress: bool) -> None:
+    """Render `plans` beside `root`, move each split into place, then list them in metadata.json (written last, so
+    an interrupted run leaves the split unlisted and the next call redoes it)."""
+    metadata = read_own_metadata(root)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        _render_all(staging, plans, metadata["seed"], image_size, workers, progress)
+        for plan in plans:
+            if (root / plan.split).exists():
+                shutil.rmtree(root / plan.split)
+            os.replace(staging / plan.split, root / plan.split)
+            _write_annotations(root, plan)
+        metadata["splits"].update((plan.split, _split_metadata(plan)) for plan in plans)
+        write_text(root / "metadata.json", _dump(metadata))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -165,27 +197,55 @@ def _check_replaceable(out: Path) -> None:
                        "choose another --out or empty it")
 
 
-def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 64, workers: int | None = None,
-             *, progress: bool | None = None) -> Path:
-    """Write a synthetic CIR benchmark in the CIRR layout to `out` (replacing an older synthetic one) and return it.
+def _ordered_splits(splits) -> tuple[str, ...]:
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise CirError(f"unknown synthetic splits {unknown or '(none given)'} (known: {', '.join(SPLITS)})")
+    return tuple(s for s in SPLITS if s in splits)
 
-    `workers` defaults to the number of CPUs; `progress` (a tqdm bar) defaults to on except for the tiny size."""
+
+def _check_parameters(size: str, image_size: int) -> None:
     if size not in SIZES:
         raise CirError(f"unknown synthetic size {size!r} (known: {', '.join(SIZES)})")
     if image_size < 16:
         raise CirError(f"image size {image_size} is too small to read shapes; use 16 or more")
+
+
+def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 64, workers: int | None = None,
+             splits=SPLITS, *, progress: bool | None = None) -> Path:
+    """Write a synthetic CIR benchmark in the CIRR layout to `out` (replacing an older synthetic one) and return it.
+
+    `splits` may name a subset (what an evaluation needs; `ensure_synthetic` adds the others later, and the files
+    are the same as a full run's). `workers` defaults to the number of CPUs; `progress` (a tqdm bar) defaults to on
+    except for the tiny size."""
+    _check_parameters(size, image_size)
+    splits = _ordered_splits(splits)
     out = Path(out)
     workers = workers or os.cpu_count() or 1
+    progress = size != "tiny" if progress is None else progress
     _check_replaceable(out)
     with atomic_directory(out) as staging:
-        logger.info("generating synthetic CIR (%s, seed %d) into %s with %d workers", size, seed, out, workers)
-        _write_dataset(staging, seed, size, image_size, workers, size != "tiny" if progress is None else progress)
+        logger.info("generating synthetic CIR (%s, seed %d, %s) into %s with %d workers",
+                    size, seed, "/".join(splits), out, workers)
+        plans = _plan(seed, SIZES[size], splits, progress)
+        _write_dataset(staging, plans, seed, size, image_size, workers, progress)
     return out
 
 
-def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size: int = 64) -> Path:
-    """Return `out`, generating the dataset first unless a complete one with these parameters is already there."""
-    out = Path(out)
-    if is_complete(out, size, seed, image_size):
+def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size: int = 64, splits=SPLITS,
+                     workers: int | None = None, *, progress: bool | None = None) -> Path:
+    """Return `out` once it holds `splits` of the dataset with these parameters: nothing is done for splits already
+    whole, missing or damaged ones are (re)written in place, and a folder with other parameters is replaced."""
+    _check_parameters(size, image_size)
+    out, splits = Path(out), _ordered_splits(splits)
+    present = complete_splits(out, size, seed, image_size)
+    missing = tuple(s for s in splits if s not in present)
+    if not missing:
         return out
-    return generate(out, seed=seed, size=size, image_size=image_size)
+    if read_own_metadata(out) is None or not present:
+        return generate(out, seed=seed, size=size, image_size=image_size, workers=workers, splits=splits,
+                        progress=progress)
+    logger.info("adding the synthetic %s split(s) to %s", "/".join(missing), out)
+    progress = size != "tiny" if progress is None else progress
+    _add_splits(out, _plan(seed, SIZES[size], missing, progress), image_size, workers or os.cpu_count() or 1, progress)
+    return out
