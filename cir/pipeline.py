@@ -153,7 +153,7 @@ class Pipeline:
 
 
 def _drop_references(run: Run, queries: Sequence[Query], depth: int) -> Run:
-    out = Run(name=run.name)
+    out = Run(name=run.name, query_states=run.query_states)
     for q in queries:
         r = run[q.id]
         keep = [i for i, image_id in enumerate(r.ids) if image_id != q.reference][:depth]

@@ -42,17 +42,24 @@ class Ranking:
 
 
 class Run(dict):
-    """Query id -> Ranking. Round-trips through the JSON run format `{"qid": [["image id", score], ...]}`."""
+    """Query id -> Ranking. Round-trips through the JSON run format `{"qid": [["image id", score], ...]}`.
 
-    def __init__(self, rankings: Iterable[Ranking] | Mapping[str, Ranking] = (), name: str = "run") -> None:
+    `query_states` is what the stage that produced the run knew of its queries (a stage-one retriever's encodings,
+    which a reranker may start from); it is never written to a file.
+    """
+
+    def __init__(
+        self, rankings: Iterable[Ranking] | Mapping[str, Ranking] = (), name: str = "run", query_states: object = None
+    ) -> None:
         super().__init__()
         self.name = name
+        self.query_states = query_states
         items = rankings.values() if isinstance(rankings, Mapping) else rankings
         for ranking in items:
             self[ranking.query_id] = ranking
 
     def top(self, k: int) -> "Run":
-        return Run((r.top(k) for r in self.values()), name=self.name)
+        return Run((r.top(k) for r in self.values()), name=self.name, query_states=self.query_states)
 
     def to_json(self) -> dict[str, list[list]]:
         return {qid: [[i, float(s)] for i, s in zip(r.ids, r.scores)] for qid, r in self.items()}

@@ -6,6 +6,7 @@ written), not retrieval quality, which the training tests and `cir demo` measure
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -77,6 +78,27 @@ def test_single_query_search_and_rerank_from_anywhere(pipeline, val) -> None:
     assert [r.stage1_rank for r in reranked] != [None] * len(candidates)
 
 
+def test_stage_two_starts_from_stage_one_encodings_of_the_same_weights(pipeline, val, monkeypatch) -> None:
+    import cir.stages.rerank as rerank_module
+
+    queries = val.queries[:4]
+    first = pipeline.run(queries, rerank=False)["stage1"]
+    assert first.query_states is not None and first.top(3).query_states is first.query_states
+    encoded_again = []
+    real_encode = rerank_module.encode_queries
+    monkeypatch.setattr(rerank_module, "encode_queries", lambda *a: encoded_again.append(a[2]) or real_encode(*a))
+    reused = pipeline.reranker.rerank(queries, first, 20)
+    assert encoded_again == []  # every query's z_t came from stage one
+    fresh = pipeline.reranker.rerank(queries, Run(first.values()), 20)  # a run from a file: nothing to start from
+    assert len(encoded_again) == len(queries)
+    for q in queries:
+        assert reused[q.id].ids[:3] == fresh[q.id].ids[:3]
+        assert reused[q.id].scores[:20] == pytest.approx(fresh[q.id].scores[:20], abs=1e-4)
+    other_text = [dataclasses.replace(q, text=q.text + " and a red star") for q in queries]
+    pipeline.reranker.rerank(other_text, first, 20)  # same ids, other texts: the states do not apply
+    assert len(encoded_again) == 2 * len(queries)
+
+
 def test_the_reranker_adds_the_dense_similarity_whatever_scores_stage_one_gave(tiny_model, val) -> None:
     """A sparse stage one's dot products have another scale: the reranker recomputes the dense similarity itself."""
     query = val.queries[0]
@@ -95,8 +117,6 @@ def test_the_reranker_adds_the_dense_similarity_whatever_scores_stage_one_gave(t
 
 
 def test_a_stage_one_weight_needs_stage_two_to_read_stage_one_tokens(tiny_model) -> None:
-    import dataclasses
-
     separate = dataclasses.replace(tiny_model, config=dataclasses.replace(tiny_model.config, share_stage2_vision=False))
     with pytest.raises(CirError, match="stage_two.stage1_weight to 0"):
         DualEncoderReranker(separate, stage1_weight=5.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +24,27 @@ class EncodedQueries:
     fused: torch.Tensor  # (B, L, H), z_t
     input_ids: torch.Tensor  # (B, L)
     attention_mask: torch.Tensor  # (B, L)
+
+    def row(self, i: int) -> "EncodedQueries":
+        """Query i alone, its right padding trimmed (what encoding it alone would give, up to rounding)."""
+        n = int(self.attention_mask[i].sum())
+        return EncodedQueries(
+            self.embeddings[i : i + 1], self.fused[i : i + 1, :n], self.input_ids[i : i + 1, :n],
+            self.attention_mask[i : i + 1, :n],
+        )
+
+
+@dataclass
+class QueryStates:
+    """Stage one's encodings of a run's queries, by (reference, text), kept with the Run so that a stage two on the
+    same stage-one weights and precision starts from them instead of encoding every query again."""
+
+    stage1: torch.nn.Module  # the stage-one model that produced them
+    bf16: bool
+    by_query: dict[tuple[str, str], EncodedQueries] = field(default_factory=dict)
+
+    def get(self, query: Query) -> EncodedQueries | None:
+        return self.by_query.get((query.reference, query.text))
 
 
 def encode_queries(model, ref_tokens: torch.Tensor, texts: Sequence[str]) -> EncodedQueries:
@@ -63,17 +84,27 @@ class DenseRetriever(Retriever):
         vectors = np.asarray(features["embeddings"], dtype=np.float32)
         self._index = DenseIndex.build(vectors, features.ids, kind=self.index_kind, **self.index_params)
 
-    @torch.inference_mode()
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        """(B, D) unit-norm query embeddings."""
+        return self.encode(queries)[0]
+
+    @torch.inference_mode()
+    def encode(self, queries: Sequence[Query]) -> tuple[np.ndarray, QueryStates]:
+        """Query embeddings, and the encodings behind them for stage two."""
         out = []
+        states = QueryStates(self.model.stage1, self.encoder.autocast_bf16)
         for batch in batches(queries, self.batch_size):
             with self.encoder.autocast():
                 ref = self.encoder.tokens([q.reference for q in batch])
-                out.append(encode_queries(self.model, ref, [q.text for q in batch]).embeddings.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.embed_dim), np.float32)
+                encoded = encode_queries(self.model, ref, [q.text for q in batch])
+            out.append(encoded.embeddings.float().cpu().numpy())
+            states.by_query.update(((q.reference, q.text), encoded.row(i)) for i, q in enumerate(batch))
+        embeddings = np.concatenate(out) if out else np.zeros((0, self.model.config.embed_dim), np.float32)
+        return embeddings, states
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._index is None:
             raise RuntimeError("call index(gallery) before search()")
-        scores, ids = self._index.search(self.embed(queries), k)
-        return Run(Ranking(q.id, list(i), s.tolist()) for q, s, i in zip(queries, scores, ids))
+        embeddings, states = self.encode(queries)
+        scores, ids = self._index.search(embeddings, k)
+        return Run((Ranking(q.id, list(i), s.tolist()) for q, s, i in zip(queries, scores, ids)), query_states=states)

@@ -11,7 +11,7 @@ from ..errors import CirError
 from ..pipeline import Reranker
 from ..registry import rerankers
 from ..types import Gallery, Query, Ranking, Run
-from .dense import encode_queries
+from .dense import EncodedQueries, QueryStates, encode_queries
 from .encoding import TowerEncoder
 
 
@@ -22,11 +22,16 @@ def reranker_tower(model) -> str:
 
 @torch.inference_mode()
 def score_candidates(
-    model, ref_tokens: torch.Tensor, text: str, cand_tokens: torch.Tensor, stage1_weight: float = 0.0
+    model,
+    ref_tokens: torch.Tensor,
+    query: str | EncodedQueries,
+    cand_tokens: torch.Tensor,
+    stage1_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Scores of K candidates for one query: z_t from stage one, the dual encoder's logit, plus `stage1_weight`
-    times stage one's dense similarity (computed from the same candidate tokens, which must be stage one's)."""
-    q = encode_queries(model, ref_tokens, [text])
+    """Scores of K candidates for one query (its text, or stage one's one-row encoding of it): z_t from stage one,
+    the dual encoder's logit, plus `stage1_weight` times stage one's dense similarity (computed from the same
+    candidate tokens, which must be stage one's)."""
+    q = query if isinstance(query, EncodedQueries) else encode_queries(model, ref_tokens, [query])
     scores = model.stage2.score(q.fused, q.input_ids, q.attention_mask, cand_tokens, ref_tokens)
     if stage1_weight:
         scores = scores.float() + stage1_weight * (model.stage1.image_embedding(cand_tokens) @ q.embeddings[0].float())
@@ -70,8 +75,17 @@ class DualEncoderReranker(Reranker):
     def index(self, gallery: Gallery) -> None:
         self.encoder.index(gallery)
 
+    def stage_one_states(self, run: Run) -> QueryStates | None:
+        """The run's query encodings if they are what this reranker would compute: the same stage-one weights and
+        precision, with reference tokens from the same tower."""
+        states = run.query_states
+        if not isinstance(states, QueryStates) or self.encoder.tower != "stage1":
+            return None
+        return states if states.stage1 is self.model.stage1 and states.bf16 == self.encoder.autocast_bf16 else None
+
     def rerank(self, queries: Sequence[Query], run: Run, k: int | None = None) -> Run:
         out = Run(name=f"{run.name} >> {self.name}")
+        states = self.stage_one_states(run)
         for query in queries:
             first = run[query.id]
             depth = len(first) if k is None else min(k, len(first))
@@ -79,7 +93,9 @@ class DualEncoderReranker(Reranker):
             with self.encoder.autocast():
                 ref = self.encoder.tokens([query.reference])
                 cand = self.encoder.tokens(head_ids)
-                scores = score_candidates(self.model, ref, query.text, cand, self.stage1_weight).float()
+                encoded = states.get(query) if states is not None else None
+                text = query.text if encoded is None else encoded
+                scores = score_candidates(self.model, ref, text, cand, self.stage1_weight).float()
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             ids = [head_ids[i] for i in order] + first.ids[depth:]
             head_scores = [float(scores[i]) for i in order]

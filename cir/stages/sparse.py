@@ -55,8 +55,10 @@ class SparseRetriever(DenseRetriever):
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._sparse_index is None:
             raise RuntimeError("call index(gallery) before search()")
-        scores, ids = self._sparse_index.search(self.encode_queries(queries), k)
-        return Run(Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
+        embeddings, states = self.encode(queries)
+        scores, ids = self._sparse_index.search(self.sparse.encode(embeddings, "query"), k)
+        rankings = (Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
+        return Run(rankings, query_states=states)
 
     def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
         """The terms query and image share, with their contributions to the score, largest first."""
