@@ -99,7 +99,7 @@ def test_top_k_is_exact_with_ties_and_huge_query_weights():
     np.testing.assert_array_equal(best, expected)
     gallery = synthetic_sparse(40, vocab=30, nnz_mean=6, seed=7)
     index = SparseIndex.build(gallery, image_ids(40))
-    query = synthetic_sparse(1, vocab=30, nnz_mean=5, seed=8) * 1e6  # beyond what float32 * 2**112 holds
+    query = synthetic_sparse(1, vocab=30, nnz_mean=5, seed=8) * 1e6  # far above any stored weight
     scores, ids = index.search(query, 5)
     expected_scores, expected_rows = brute_force(as_stored(gallery), query, 5)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
