@@ -283,14 +283,16 @@ class SeismicBackend(SparseBackend):
 
     Build settings: n_postings (posting list length kept per term, on average), centroid_fraction,
     min_cluster_size, summary_energy, max_fraction, doc_cut, nknn (k-NN graph size, 0 = none).
-    Search settings: query_cut (query terms used, largest first), heap_factor (lower = faster, less exact),
-    n_knn (neighbours used to refine; needs nknn > 0), sorted. threads: build and search threads (0 = all cores).
+    Search settings: query_cut (query terms used, largest first), heap_factor (higher = faster, less exact: at 1M
+    vectors 0.7 to 0.9 cut the latency 4x for 3 points of recall@10), n_knn (neighbours used to refine; needs
+    nknn > 0), sorted. threads: build and search threads (0 = all cores). The defaults are the fastest setting measured at recall@10 >= 0.95 against
+    exact search on the bench's 1M vectors of the shipped heads (n_postings 16,000, query_cut 20, heap_factor 0.9).
     """
 
     name = "seismic"
-    build_defaults = {"n_postings": 3500, "centroid_fraction": 0.1, "min_cluster_size": 2, "summary_energy": 0.4,
+    build_defaults = {"n_postings": 16000, "centroid_fraction": 0.1, "min_cluster_size": 2, "summary_energy": 0.4,
                       "max_fraction": 1.5, "doc_cut": 15, "nknn": 0}
-    search_defaults = {"query_cut": 20, "heap_factor": 0.7, "n_knn": 0, "sorted": True}
+    search_defaults = {"query_cut": 20, "heap_factor": 0.9, "n_knn": 0, "sorted": True}
     defaults = {**build_defaults, **search_defaults, "threads": 1}
     file_stem = "seismic"
 
