@@ -37,6 +37,7 @@ class RealVectors:
     dense_queries: np.ndarray
     sparse_gallery: sp.csr_matrix | None = None
     sparse_queries: sp.csr_matrix | None = None
+    query_states: Any = None  # cir.stages.dense.QueryStates: stage one's encodings, where stage two starts
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -55,7 +56,9 @@ def encode_real_vectors(context: BenchContext, n_queries: int) -> RealVectors:
         log.warning("the benchmark split has %d queries, fewer than the %d asked for", len(queries), n_queries)
     retriever = DenseRetriever(context.model, context.cache)
     features = retriever.encoder.index(benchmark.gallery)
-    real = RealVectors(list(features.ids), queries, unit_rows(features["embeddings"]), unit_rows(retriever.embed(queries)))
+    embeddings, states = retriever.encode(queries)
+    real = RealVectors(list(features.ids), queries, unit_rows(features["embeddings"]), unit_rows(embeddings),
+                       query_states=states)
     if context.sparse is not None:
         real.sparse_gallery = context.sparse.encode(real.dense_gallery, "image")
         real.sparse_queries = context.sparse.encode(real.dense_queries, "query")

@@ -213,17 +213,6 @@ class Stage2Model(nn.Module):
         h0, h1 = (h.expand(cand_tokens.shape[0], -1, -1) for h in (h0, h1))
         return torch.cat([h0[:, 0], h1[:, 0]], dim=-1)
 
-    def logits(
-        self,
-        z_t: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        cand_tokens: torch.Tensor,
-        ref_tokens: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(K, 2) head output; column 0 is the ranking score."""
-        return self.cls_head(self.pair_features(z_t, input_ids, attention_mask, cand_tokens, ref_tokens))
-
     def score(
         self,
         z_t: torch.Tensor,
@@ -233,4 +222,4 @@ class Stage2Model(nn.Module):
         ref_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(K,) scores, higher is better: logit 0 of `cls_head` for each (query, candidate) row pair."""
-        return self.logits(z_t, input_ids, attention_mask, cand_tokens, ref_tokens)[:, 0]
+        return self.cls_head(self.pair_features(z_t, input_ids, attention_mask, cand_tokens, ref_tokens))[:, 0]

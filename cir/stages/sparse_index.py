@@ -136,7 +136,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # Every float16 bit pattern's float32 value: the kernel reads a stored weight through it (256 kB, stays in cache).
-_FP16_TABLE = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+_FP16_TABLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -242,7 +242,7 @@ def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size
     missing = tuple(s for s in splits if s not in present)
     if not missing:
         return out
-    if read_own_metadata(out) is None or not present:
+    if not present:  # nothing of ours with these parameters: write a new folder
         return generate(out, seed=seed, size=size, image_size=image_size, workers=workers, splits=splits,
                         progress=progress)
     logger.info("adding the synthetic %s split(s) to %s", "/".join(missing), out)
