@@ -15,6 +15,7 @@ from cir.cli import main as cli_main
 from cir.data import load_benchmark
 from cir.data.synth import SIZES, ensure_synthetic, generate, is_complete, load_metadata, oracle_run
 from cir.data.synth import writer as writer_module
+from cir.data.synth.contact_sheet import contact_sheet
 from cir.data.synth.edits import (
     EDIT_KINDS, apply, edit_between, edits_at, modification_from_record, possible_kinds, random_edit,
 )
@@ -273,6 +274,8 @@ def test_splits_written_one_at_a_time_are_the_files_of_a_full_run(tiny_root: Pat
         load_benchmark("cirr", root, "train")
     with pytest.raises(DatasetNotFoundError, match="not 'test'"):
         oracle_run(root, "test")
+    with pytest.raises(DatasetNotFoundError, match="not 'test'.*cir data synth"):
+        contact_sheet(root, split="test", out=tmp_path / "sheet.png")
 
     ensure_synthetic(root, size="tiny", splits=("val", "test"), workers=2)
     assert sorted(load_metadata(root)["splits"]) == ["test", "val"]

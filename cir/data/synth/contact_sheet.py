@@ -7,10 +7,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ...errors import CirError, FormatError
+from ...errors import CirError, DatasetNotFoundError, FormatError
 from ...io import atomic_path, read_json
 from ...types import open_image
-from .layout import caption_file, split_file
+from .layout import caption_file, missing_split_hint, split_file
 
 THUMB = 128  # reference and target, upscaled so the shapes are easy to see
 SMALL = 64  # the other img_set members
@@ -32,6 +32,8 @@ def contact_sheet(root: Path, split: str = "val", n: int = 12, out: Path | None 
     if n < 1:
         raise CirError(f"--n must be at least 1 (got {n})")
     root = Path(root)
+    if not caption_file(root, split).is_file() and (hint := missing_split_hint(root, split)):
+        raise DatasetNotFoundError(hint)
     entries = read_json(caption_file(root, split), "caption file")[:n]
     paths = read_json(split_file(root, split), "image split file")
     font = ImageFont.load_default(size=15)
