@@ -54,9 +54,9 @@ def test_bench_stage_one_and_two_write_json_and_markdown(tiny_synth, val_gallery
     assert result["vectors"]["dense"]["beyond"]["fitted_rows"] == val_gallery_size
 
     rows = {r["method"]: r for r in result["stage_one"]["rows"]}
-    assert set(rows) == {"dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse seismic"}
+    assert set(rows) == {"dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse csr two-pass", "sparse seismic"}
     assert rows["sparse seismic"]["status"] == SEISMIC_MISSING
-    for name in ("dense flat", "dense ivf", "dense hnsw", "sparse csr"):
+    for name in ("dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse csr two-pass"):
         row = rows[name]
         assert row["status"] == "ok" and row["images"] == 2000
         assert all(field in row for field in STAGE_ONE_FIELDS), name
@@ -67,6 +67,10 @@ def test_bench_stage_one_and_two_write_json_and_markdown(tiny_synth, val_gallery
     assert flat["index_bytes"] == 2000 * 128 * 4  # blip-tiny: 128-dimensional float32 embeddings
     assert rows["dense hnsw"]["recall_against"] == "dense flat" and rows["sparse csr"]["recall"] == 1.0
     assert rows["sparse csr"]["speedup_single"] == pytest.approx(rows["sparse csr"]["single_qps"] / flat["single_qps"])
+    two_pass = rows["sparse csr two-pass"]
+    assert two_pass["recall_against"] == "sparse csr" and two_pass["params"]["first_terms"] == 8
+    assert two_pass["index_bytes"] == rows["sparse csr"]["index_bytes"]  # the same index, searched in two passes
+    assert two_pass["flops_per_pair"] < rows["sparse csr"]["flops_per_pair"]  # only the first pass walks postings
     assert result["stage_one"]["scaling"] == []  # one size: nothing to fit
 
     stage_two = result["stage_two"]

@@ -80,6 +80,31 @@ def test_csr_spans_several_blocks_of_images(monkeypatch, queries):
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
 
 
+def test_two_pass_csr_rescores_its_pool_exactly(monkeypatch, gallery, queries, tmp_path):
+    monkeypatch.setattr(InvertedBlocks, "block_size", 64)  # candidates spread over ten blocks
+    expected_scores, expected_rows = brute_force(as_stored(gallery), queries, 10)
+    # a pool as large as the gallery: the first pass only picks the pool, so the result is exact
+    whole = SparseIndex.build(gallery, image_ids(600), first_terms=3, rescored=600)
+    scores, ids = whole.search(queries, 10)
+    assert ids == [[f"img{r:05d}" for r in row] for row in expected_rows]
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+    # a small pool: whatever comes back carries its exact score, and most of the true top 10 is found
+    index = SparseIndex.build(gallery, image_ids(600), first_terms=4, rescored=40)
+    scores, ids = index.search(queries, 10)
+    rows = np.array([[int(i[3:]) for i in row] for row in ids])
+    true = np.take_along_axis((queries.astype(np.float64) @ as_stored(gallery).T).toarray(), rows, axis=1)
+    np.testing.assert_allclose(scores, true, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), expected_rows.tolist())])
+    assert 0.6 < found < 1.0  # approximate, yet close: a query's largest terms carry most of its score
+    # the settings travel with the saved index; k beyond the pool still gets k results
+    loaded = SparseIndex.load(index.save(tmp_path / "two-pass"))
+    assert loaded.backend.params == {"threads": 1, "first_terms": 4, "rescored": 40}
+    assert loaded.search(queries, 10)[1] == ids and len(loaded.search(queries, 50)[1][0]) == 50
+    with pytest.raises(CirError, match="first_terms must be >= 0 and rescored >= 1"):
+        SparseIndex.build(gallery, image_ids(600), first_terms=-1)
+
+
 def test_k_beyond_the_gallery_and_empty_queries():
     gallery = synthetic_sparse(5, vocab=50, nnz_mean=8, seed=4)
     index = SparseIndex.build(gallery, image_ids(5))
@@ -123,9 +148,9 @@ def test_save_load_round_trip(gallery, queries, tmp_path):
     after = loaded.search(queries, 15)
     np.testing.assert_array_equal(before[0], after[0])
     assert before[1] == after[1]
-    assert loaded.stats() == index.stats() and loaded.backend.params == {"threads": 2}
+    assert loaded.stats() == index.stats() and loaded.backend.params["threads"] == 2
     assert loaded.stats()["terms_per_image_mean"] == pytest.approx(gallery.nnz / 600)
-    assert SparseIndex.load(tmp_path / "sparse", threads=1).backend.params == {"threads": 1}
+    assert SparseIndex.load(tmp_path / "sparse", threads=1).backend.params["threads"] == 1
 
 
 def test_explanations_sum_to_the_score(gallery, queries):
@@ -190,7 +215,7 @@ def test_bad_galleries_and_queries_are_refused_clearly(gallery):
         SparseIndex.build(gallery, ["a", "b"])
     with pytest.raises(CirError, match="unknown sparse index backend 'lucene'"):
         SparseIndex.build(gallery, image_ids(600), backend="lucene")
-    with pytest.raises(CirError, match=r"unknown setting.*query_cut.*csr sparse backend \(known: threads\)"):
+    with pytest.raises(CirError, match=r"unknown setting.*query_cut.*csr sparse backend \(known: threads, first_terms"):
         SparseIndex.build(gallery, image_ids(600), query_cut=5)
     index = SparseIndex.build(gallery, image_ids(600))
     with pytest.raises(CirError, match="queries have 10 terms but the index vocabulary has 2000"):

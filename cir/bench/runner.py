@@ -39,7 +39,7 @@ def parse_list(text: str) -> list[str]:
 
 
 def parse_skip(names: list[str]) -> frozenset[str]:
-    """Sections (stage1, stage2, e2e) and approximate stage-one indexes (ivf, hnsw, seismic) to leave out."""
+    """Sections (stage1, stage2, e2e) and approximate stage-one indexes (ivf, hnsw, two-pass, seismic) to leave out."""
     known = SECTIONS + SKIPPABLE_INDEXES
     unknown = sorted(set(names) - set(known))
     if unknown:
