@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,7 +102,12 @@ def test_a_short_sparse_run_learns_vocabulary_vectors_that_retrieve(micro, synth
     stage1 = Stage1Task(model, data, None, val_queries=None, scene_weight=1.0, scene_labels=labels)
     fit(stage1, TrainConfig(epochs=25, batch_size=32, lr=2e-3, warmup_steps=20, threads=1), tmp_path / "stage1")
     task = SparseTask(model, data, train, val_queries=None, ramp_steps=20, anneal_steps=40, max_query_terms=16,
-                      max_image_terms=16, mined=2, trainable_vocab=True)
+                      max_image_terms=16, mined=2, mined_pool=6, trainable_vocab=True)
+    idx = np.arange(8)
+    first, second = (task._draw_mined(idx, np.random.default_rng(seed)) for seed in (0, 1))
+    assert first.shape == (8, 2) and task.mined.shape[1] == 6
+    assert all(len(set(row)) == 2 and set(row) <= set(pool) for row, pool in zip(first.tolist(), task.mined[idx].tolist()))
+    assert not np.array_equal(first, second)  # drawn afresh: each step sees other neighbours
     table = model.stage1.text_encoder.embeddings.word_embeddings.weight[: task.module.query.vocab.shape[0]]
     torch.testing.assert_close(task.module.query.vocab, table)
     assert task.module.query.vocab.requires_grad

@@ -1,9 +1,10 @@
 """Training the dense-to-sparse heads by distilling stage one's dense similarities.
 
-Loss = KL(teacher || student) over in-batch images (targets, references, and each query's `mined` nearest stage-one
-neighbours among the training images: the ranking that decides Recall@50 is among those), with the teacher the
-frozen dense similarities and the student the sparse dot products, plus FLOPs regularisers with separate weights for queries and
-images, ramped up quadratically over `ramp_steps`. Expansion control: each query is, with a probability annealed from
+Loss = KL(teacher || student) over in-batch images (targets, references, and for each query `mined` images drawn
+afresh every step from its `mined_pool` nearest stage-one neighbours among the training images: the ranking that
+decides Recall@50 is among those), with the teacher the frozen dense similarities at `teacher_temp` and the student
+the sparse dot products, plus FLOPs regularisers with separate weights for queries and images, ramped up
+quadratically over `ramp_steps`. Expansion control: each query is, with a probability annealed from
 1 to 0 over `anneal_steps`, restricted to its text's WordPieces plus its reference image's top `ref_terms` terms.
 """
 
@@ -50,6 +51,7 @@ class SparseTask(TripletTask):
         max_image_terms: int = 64,
         mined: int = 0,
         trainable_vocab: bool = False,
+        mined_pool: int | None = None,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
         self.module = SparseEncoder.for_model(
@@ -59,16 +61,27 @@ class SparseTask(TripletTask):
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
         _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
-        self.mined = _mine(self.query_emb, self.image_emb, data, mined) if mined else None
+        self.mined_per_step = mined
+        self.mined = _mine(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
         self.text_terms = [
             torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
         ]
         self.step = 0
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(queries, restriction draws, mined images) per step."""
         for idx in self.query_batches(batch_size, rng):
-            yield idx, rng.random(len(idx))
+            yield idx, rng.random(len(idx)), self._draw_mined(idx, rng)
+
+    def _draw_mined(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Each query's mined images for this step: `mined` of its pool at random (all of it when no larger)."""
+        if self.mined is None:
+            return None
+        pool = self.mined[idx]
+        if pool.shape[1] <= self.mined_per_step:
+            return pool
+        return np.take_along_axis(pool, rng.random(pool.shape).argsort(1)[:, : self.mined_per_step], 1)
 
     def _restrict(self, idx: np.ndarray, draws: np.ndarray, query_w: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
         """Zero the terms of restricted queries outside their text's WordPieces and the reference's top terms."""
@@ -85,12 +98,12 @@ class SparseTask(TripletTask):
         return query_w * allowed
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        idx, draws = batch
+        idx, draws, mined = batch
         data = self.data
         rows = [data.target_rows[idx], data.ref_rows[idx]]
-        if self.mined is not None:
+        if mined is not None:
             seen = set(np.concatenate(rows).tolist())
-            rows.append(np.array([r for r in dict.fromkeys(self.mined[idx].ravel().tolist()) if r not in seen], dtype=np.int64))
+            rows.append(np.array([r for r in dict.fromkeys(mined.ravel().tolist()) if r not in seen], dtype=np.int64))
         img_rows = torch.from_numpy(np.concatenate(rows))
         q_dense, i_dense = self.query_emb[idx], self.image_emb[img_rows]
         query_w = self.module.query(q_dense)
