@@ -351,7 +351,8 @@ class SeismicBackend(SparseBackend):
     Search settings: query_cut (query terms used, largest first), heap_factor (higher = faster, less exact),
     n_knn (neighbours used to refine; needs nknn > 0), sorted. threads: build and search threads (0 = all cores).
     The defaults (n_postings 16,000, query_cut 20, heap_factor 0.9) were picked by hand on the bench's 1M vectors of
-    the shipped heads, for recall@10 near 0.95 against exact search; `cir bench` reports what they reach.
+    an earlier version of the shipped heads, for recall@10 near 0.95 against exact search; `cir bench` reports what
+    they reach with the current ones (for which the csr backend's two-pass search is faster and smaller).
     """
 
     name = "seismic"
