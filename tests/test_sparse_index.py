@@ -91,6 +91,7 @@ def test_two_pass_csr_rescores_its_pool_exactly(monkeypatch, gallery, queries, t
     # a small pool: whatever comes back carries its exact score, and most of the true top 10 is found
     index = SparseIndex.build(gallery, image_ids(600), first_terms=4, rescored=40)
     scores, ids = index.search(queries, 10)
+    scores_small, ids_small = scores, ids
     rows = np.array([[int(i[3:]) for i in row] for row in ids])
     true = np.take_along_axis((queries.astype(np.float64) @ as_stored(gallery).T).toarray(), rows, axis=1)
     np.testing.assert_allclose(scores, true, rtol=1e-5, atol=1e-6)
@@ -101,8 +102,24 @@ def test_two_pass_csr_rescores_its_pool_exactly(monkeypatch, gallery, queries, t
     loaded = SparseIndex.load(index.save(tmp_path / "two-pass"))
     assert loaded.backend.params == {"threads": 1, "first_terms": 4, "rescored": 40}
     assert loaded.search(queries, 10)[1] == ids and len(loaded.search(queries, 50)[1][0]) == 50
-    with pytest.raises(CirError, match="first_terms must be >= 0 and rescored >= 1"):
-        SparseIndex.build(gallery, image_ids(600), first_terms=-1)
+    # k beyond the pool: the pool grows to k, every score still the full one, best first
+    scores, ids = index.search(queries, 60)
+    rows = np.array([[int(i[3:]) for i in row] for row in ids])
+    true = np.take_along_axis((queries.astype(np.float64) @ as_stored(gallery).T).toarray(), rows, axis=1)
+    np.testing.assert_allclose(scores, true, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    # queries with no more terms than first_terms (and empty ones) are searched exactly; threads change nothing
+    short = sp.vstack([queries[:3].multiply(queries[:3] >= 0.5 * queries[:3].max()).tocsr(), sp.csr_matrix((1, VOCAB))])
+    short = sp.csr_matrix(short, dtype=np.float32)
+    wide = SparseIndex.build(gallery, image_ids(600), first_terms=int(short.getnnz(1).max()), rescored=5, threads=3)
+    assert wide.search(short, 10)[1] == SparseIndex.build(gallery, image_ids(600)).search(short, 10)[1]
+    threaded = SparseIndex.build(gallery, image_ids(600), first_terms=4, rescored=40, threads=3).search(queries, 10)
+    assert threaded[1] == ids_small and np.array_equal(threaded[0], scores_small)
+    # the bench and the search pick the same first terms
+    np.testing.assert_array_equal(InvertedBlocks.first_pass_terms(np.array([0.5, 2.0, 0.5, 1.0]), 3), [1, 3, 0])
+    for bad in ({"first_terms": -1}, {"first_terms": 8.5}, {"rescored": 0}, {"first_terms": True}):
+        with pytest.raises(CirError, match=r"first_terms \(>= 0\) and rescored \(>= 1\) are whole numbers"):
+            SparseIndex.build(gallery, image_ids(600), **bad)
 
 
 def test_k_beyond_the_gallery_and_empty_queries():

@@ -80,7 +80,8 @@ def stage_one_tables(section: dict[str, Any]) -> list[BenchTable]:
                      "over exact dense search (dense flat) at the same size.")
     size_caption = ("recall@k against the exact index of the family (dense: flat, sparse: csr). vs flat: index bytes "
                     "over dense flat's. FLOPs/pair: multiply-adds per query-image pair (sparse: expected, from the "
-                    "terms' document frequencies).")
+                    "terms' document frequencies; two-pass: its first terms' postings plus one per lookup of the "
+                    "others; Seismic: before its pruning).")
     return [BenchTable("Stage one: search speed", ["method", "images"] + speed_columns, speed, speed_caption),
             BenchTable("Stage one: index size, build time, recall", ["method", "images"] + size_columns, size, size_caption)]
 

@@ -1,9 +1,9 @@
-"""Stage one at each gallery size: exact and approximate dense (FAISS flat / IVF / HNSW) and sparse (CSR / Seismic)
-indexes, each built and searched on the same vectors, against the exact index of its family.
+"""Stage one at each gallery size: exact and approximate dense (FAISS flat / IVF / HNSW) and sparse (CSR, CSR in two
+passes, Seismic) indexes, each built and searched on the same vectors, against the exact index of its family.
 
 Per index: build seconds, bytes, one query at a time on one thread (p50 / p95 ms, queries per second), all queries
 in one call on `threads` threads (the best of a few calls), recall@k against the exact index (dense approximations
-vs flat, Seismic vs CSR; near-ties within float16 rounding count as found), and the ratios to exact dense search at
+vs flat, two-pass and Seismic vs CSR; near-ties within float16 rounding count as found), and the ratios to exact dense search at
 the same size.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..stages.dense_index import DenseIndex
-from ..stages.sparse_index import SparseIndex
+from ..stages.sparse_index import InvertedBlocks, SparseIndex
 from ..stages.vector_stats import expected_flops
 from .timing import best_of, latency_summary, peak_rss_bytes, seconds_per_call, thread_limit, timed
 from .vectors import ScaledVectors
@@ -121,32 +121,39 @@ def measure(method: Method, gallery: Any, queries: Any, k: int, threads: int) ->
         single = seconds_per_call(lambda q: index.search(queries[q : q + 1], k), range(queries.shape[0]))
     with thread_limit(threads):
         batch_s, path, found, scores = _batch_seconds(index, queries, k)
-    row = {"method": method.name, "family": method.family, "kind": method.kind, "exact": method.exact, "status": "ok",
+    row = {"method": method.name, "family": method.family, "kind": method.index_kind, "exact": method.exact, "status": "ok",
            "images": n, "build_s": build_s, "index_bytes": int(index.nbytes), **latency_summary(single, "single_"),
            "batch_qps": queries.shape[0] / batch_s, "batch_ms_per_query": 1000 * batch_s / queries.shape[0],
            "batch_path": path, "params": _index_params(index)}
     if method.family == "sparse":
-        row["flops_per_pair"] = expected_flops(_first_pass(queries, index), gallery)
+        row["flops_per_pair"] = _sparse_flops(queries, gallery, index)
         row["terms_per_image"] = gallery.nnz / n
     else:
         row["flops_per_pair"] = float(gallery.shape[1])
     return row, found, scores
 
 
-def _first_pass(queries: sp.csr_matrix, index: SparseIndex) -> sp.csr_matrix:
-    """The query terms whose posting lists a search walks: all, or a two-pass search's largest `first_terms`."""
-    first = index.backend.params.get("first_terms", 0)
+def _sparse_flops(queries: sp.csr_matrix, gallery: sp.csr_matrix, index: SparseIndex) -> float:
+    """Expected multiply-adds per query-image pair: over the posting lists of the query terms a search walks (all, or
+    a two-pass search's first terms), plus a two-pass search's lookups of the other terms for its rescored images
+    (each a binary search, counted as one)."""
+    params = index.backend.params
+    first = params.get("first_terms", 0)
     if not first:
-        return queries
+        return expected_flops(queries, gallery)
     kept = queries.tolil()
+    lookups = 0
     for row, (terms, values) in enumerate(zip(kept.rows, kept.data)):
-        order = np.argsort(-np.asarray(values), kind="stable")[:first]  # as the search picks them
-        kept.rows[row], kept.data[row] = [terms[i] for i in sorted(order)], [values[i] for i in sorted(order)]
-    return kept.tocsr()
+        if len(terms) <= first:
+            continue
+        order = sorted(InvertedBlocks.first_pass_terms(np.asarray(values), first))
+        lookups += (len(terms) - first) * min(max(params["rescored"], 1), gallery.shape[0])
+        kept.rows[row], kept.data[row] = [terms[i] for i in order], [values[i] for i in order]
+    return expected_flops(kept.tocsr(), gallery) + lookups / queries.shape[0] / gallery.shape[0]
 
 
 def _not_measured(method: Method, n: int, why: str) -> dict[str, Any]:
-    return {"method": method.name, "family": method.family, "kind": method.kind, "exact": method.exact, "images": n,
+    return {"method": method.name, "family": method.family, "kind": method.index_kind, "exact": method.exact, "images": n,
             "status": why}
 
 

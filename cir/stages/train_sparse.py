@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import CirError
 from .sparse_head import NUM_TERMS, SparseEncoder
 from .train_data import TripletData, TripletTask
 from .train_stage2 import _mine, _precompute
@@ -61,6 +62,8 @@ class SparseTask(TripletTask):
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
         _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
+        if mined_pool is not None and mined_pool < mined:
+            raise CirError(f"train_sparse: mined_pool ({mined_pool}) must be at least mined ({mined}), the images drawn from it")
         self.mined_per_step = mined
         self.mined = _mine(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
