@@ -147,7 +147,7 @@ def _sparse_flops(queries: sp.csr_matrix, gallery: sp.csr_matrix, index: SparseI
         if len(terms) <= first:
             continue
         order = sorted(InvertedBlocks.first_pass_terms(np.asarray(values), first))
-        lookups += (len(terms) - first) * min(max(params["rescored"], 1), gallery.shape[0])
+        lookups += (len(terms) - first) * min(params["rescored"], gallery.shape[0])
         kept.rows[row], kept.data[row] = [terms[i] for i in order], [values[i] for i in order]
     return expected_flops(kept.tocsr(), gallery) + lookups / queries.shape[0] / gallery.shape[0]
 

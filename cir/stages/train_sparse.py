@@ -54,6 +54,8 @@ class SparseTask(TripletTask):
         trainable_vocab: bool = False,
         mined_pool: int | None = None,
     ):
+        if mined_pool is not None and mined_pool < mined:
+            raise CirError(f"train_sparse: mined_pool ({mined_pool}) must be at least mined ({mined}), the images drawn from it")
         super().__init__(model, data, val_benchmark, val_queries)
         self.module = SparseEncoder.for_model(
             model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
@@ -62,8 +64,6 @@ class SparseTask(TripletTask):
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
         _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
-        if mined_pool is not None and mined_pool < mined:
-            raise CirError(f"train_sparse: mined_pool ({mined_pool}) must be at least mined ({mined}), the images drawn from it")
         self.mined_per_step = mined
         self.mined = _mine(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
