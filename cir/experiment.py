@@ -28,7 +28,7 @@ def open_benchmark(cfg: Config, split: str | None = None):
 def load_model(cfg: Config):
     """The model a config names: shipped pretrained weights, or checkpoint files."""
     from .models import create_model
-    from .pretrained import load_pretrained_model
+    from .models.pretrained import load_pretrained_model
 
     m = cfg.model
     if m.stage1 is None and m.pretrained:
@@ -40,7 +40,7 @@ def load_model(cfg: Config):
 
 def stage1_weight(cfg: Config) -> float | None:
     """The config's weight of the stage-one score, else the pretrained model's; None means 1 / stage-one temperature."""
-    from .pretrained import get_pretrained
+    from .models.pretrained import get_pretrained
 
     if cfg.stage_two.stage1_weight is not None:
         return cfg.stage_two.stage1_weight

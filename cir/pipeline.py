@@ -93,7 +93,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, name: str = "blip-tiny-synth", **kwargs) -> "Pipeline":
         """A pipeline of the named pretrained model: dense stage one, dual-encoder stage two, K = 50."""
-        from .pretrained import build_pipeline
+        from .models.pretrained import build_pipeline
 
         return build_pipeline(name, **kwargs)
 

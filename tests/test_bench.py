@@ -15,7 +15,7 @@ from cir.bench.stage_one import SEISMIC_MISSING, recall_at_k
 from cir.bench.vectors import RealVectors, ScaledVectors
 from cir.cli import main
 from cir.errors import CirError
-from cir.stages.vector_stats import DenseStatistics, SparseStatistics, synthetic_dense, synthetic_sparse
+from cir.bench.vector_stats import DenseStatistics, SparseStatistics, synthetic_dense, synthetic_sparse
 
 STAGE_ONE_FIELDS = ("build_s", "index_bytes", "single_p50_ms", "single_p95_ms", "single_qps", "batch_qps",
                     "batch_ms_per_query", "recall", "speedup_single", "speedup_batch", "size_ratio", "flops_per_pair")
@@ -148,8 +148,8 @@ def test_power_law_fit_recovers_a_known_exponent():
 
 def test_two_pass_flops_count_first_terms_postings_and_lookups():
     from cir.bench.stage_one import _sparse_flops
-    from cir.stages.sparse_index import SparseIndex
-    from cir.stages.vector_stats import expected_flops
+    from cir.index.sparse import SparseIndex
+    from cir.index.sparse import expected_flops
 
     gallery = sp.csr_matrix(np.array([[1, 1, 0, 0, 1], [1, 0, 1, 0, 0], [0, 0, 1, 1, 0], [1, 0, 0, 0, 1]], np.float32))
     queries = sp.csr_matrix(np.array([[3, 2, 1, 0, 0], [0, 0, 1, 2, 3]], np.float32))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cir.errors import CirError, DatasetNotFoundError, FormatError
-from cir.stages.dense_index import DenseIndex, use_gpu
-from cir.stages.vector_stats import synthetic_dense
+from cir.index.dense_faiss import DenseIndex, use_gpu
+from cir.bench.vector_stats import synthetic_dense
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:

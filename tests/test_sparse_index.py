@@ -10,8 +10,10 @@ import scipy.sparse as sp
 
 from cir.errors import CirError, DatasetNotFoundError, FormatError, UnknownIdError
 from cir.stages.sparse_explain import explain, explain_result
-from cir.stages.sparse_index import InvertedBlocks, SeismicBackend, SparseIndex, backends, top_k
-from cir.stages.vector_stats import expected_flops, synthetic_sparse
+from cir.index.sparse import SparseIndex, backends, expected_flops, top_k
+from cir.index.sparse_csr import InvertedBlocks
+from cir.index.sparse_seismic import SeismicBackend
+from cir.bench.vector_stats import synthetic_sparse
 
 VOCAB = 2000
 

@@ -17,9 +17,10 @@ import torch
 from cir.config import TrainConfig
 from cir.data import load_benchmark
 from cir.models import create_model, get_model_config, register_model
-from cir.stages.train_data import load_triplets
-from cir.stages.train_stage1 import Stage1Task, scene_labels
-from cir.stages.training import fit
+from cir.train.data import load_triplets
+from cir.train.probes import scene_labels
+from cir.train.stage1 import Stage1Task
+from cir.train.loop import fit
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_a_short_stage_one_run_learns(micro, synth_tiny: Path, tmp_path: Path) -
 def test_a_short_stage_two_run_learns_to_pick_the_target_among_its_near_duplicates(micro, synth_tiny: Path, tmp_path: Path) -> None:
     """Stage two trained on its own (stage-one weight 0) beats chance at telling the target from the reference and
     the one-edit near-duplicates of its group, on the training queries it saw."""
-    from cir.stages.train_stage2 import Stage2Task
+    from cir.train.stage2 import Stage2Task
 
     model, train, data, labels = fresh_micro_model_and_data(synth_tiny)
     task = Stage2Task(
@@ -80,7 +81,7 @@ def test_a_short_stage_two_run_learns_to_pick_the_target_among_its_near_duplicat
 def test_an_unknown_training_option_names_the_config_file_and_key(synth_tiny: Path, tmp_path: Path) -> None:
     from cir.config import Config
     from cir.errors import CirError
-    from cir.stages.train_runner import train_stage
+    from cir.train.runner import train_stage
 
     cfg = Config.from_dict(
         {"benchmark": {"name": "cirr", "release": "synth", "root": str(synth_tiny)},
@@ -96,7 +97,7 @@ def test_a_short_sparse_run_learns_vocabulary_vectors_that_retrieve(micro, synth
     keep their term caps and save and reload it; a short distillation from a briefly trained stage one retrieves
     far above chance."""
     from cir.stages.sparse_head import SparseEncoder
-    from cir.stages.train_sparse import SparseTask
+    from cir.train.sparse import SparseTask
 
     model, train, data, labels = fresh_micro_model_and_data(synth_tiny)
     stage1 = Stage1Task(model, data, None, val_queries=None, scene_weight=1.0, scene_labels=labels)

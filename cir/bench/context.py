@@ -43,7 +43,7 @@ class BenchContext:
 
 def _shipped(file: str | None) -> Path | None:
     """The path of a shipped checkpoint file, None when it is absent (logged)."""
-    from ..pretrained import checkpoint_path
+    from ..models.pretrained import checkpoint_path
 
     if file is None:
         return None
@@ -59,7 +59,7 @@ def load_bench_model(name: str = PRETRAINED_NAME) -> tuple[Any, str, bool, Any |
     is absent gets random weights, said so in every report (speed does not depend on weight values; the vectors
     stage one is measured on do). A shipped file that is present but broken is an error."""
     from ..models import create_model
-    from ..pretrained import get_pretrained
+    from ..models.pretrained import get_pretrained
 
     spec = get_pretrained(name)
     stage1, stage2 = _shipped(spec.stage1), _shipped(spec.stage2)

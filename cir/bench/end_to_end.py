@@ -42,7 +42,7 @@ def encoding_rate(context: BenchContext, images: int, threads: int) -> dict[str,
 
 def build_pipelines(context: BenchContext) -> dict[str, Pipeline]:
     """Dense stage one (and sparse, given a trained head) % the benchmark's K >> the dual-encoder reranker."""
-    from ..pretrained import get_pretrained
+    from ..models.pretrained import get_pretrained
     from ..stages.dense import DenseRetriever
     from ..stages.sparse import SparseRetriever
 

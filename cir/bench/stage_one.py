@@ -17,9 +17,10 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-from ..stages.dense_index import DenseIndex
-from ..stages.sparse_index import InvertedBlocks, SparseIndex
-from ..stages.vector_stats import expected_flops
+from ..index.dense_faiss import DenseIndex
+from ..index.sparse import SparseIndex
+from ..index.sparse_csr import InvertedBlocks
+from ..index.sparse import expected_flops
 from .timing import best_of, latency_summary, peak_rss_bytes, seconds_per_call, thread_limit, timed
 from .vectors import ScaledVectors
 

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ..stages.dense import QueryStates
-from ..stages.dense_index import DenseIndex
+from ..index.dense_faiss import DenseIndex
 from ..stages.rerank import DualEncoderReranker, score_candidates
 from ..types import Query, Ranking, Run
 from .context import BenchContext

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..stages.vector_stats import DenseStatistics, SparseStatistics, synthetic_sparse
+from .vector_stats import DenseStatistics, SparseStatistics, synthetic_sparse
 from .context import BenchContext
 
 log = logging.getLogger(__name__)

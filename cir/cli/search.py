@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..experiment import build_pipeline, load_model, open_benchmark
-    from ..results_sheet import results_sheet
+    from .sheet import results_sheet
     from ..types import Gallery, Query, open_image
 
     cfg = load_config(args)

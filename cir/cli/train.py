@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stages.train_runner import train_stage
+    from ..train.runner import train_stage
 
     cfg = load_config(args)
     tcfg = getattr(cfg, f"train_{args.stage}")

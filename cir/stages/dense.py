@@ -12,7 +12,7 @@ from ..cache import FeatureCache
 from ..pipeline import Retriever
 from ..registry import retrievers
 from ..types import Gallery, Query, Ranking, Run
-from .dense_index import DenseIndex
+from ..index.dense_faiss import DenseIndex
 from .encoding import TowerEncoder, batches
 
 

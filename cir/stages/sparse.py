@@ -15,7 +15,7 @@ from ..types import Gallery, Query, Ranking, Run
 from .dense import DenseRetriever
 from .sparse_head import SparseEncoder
 from .sparse_explain import explain
-from .sparse_index import SparseIndex
+from ..index.sparse import SparseIndex
 
 
 @retrievers.register("sparse")
@@ -37,7 +37,7 @@ class SparseRetriever(DenseRetriever):
     ) -> None:
         super().__init__(model, cache, index, index_params, batch_size, device, autocast_bf16)
         if head is None:
-            from ..pretrained import default_sparse_head
+            from ..models.pretrained import default_sparse_head
 
             head = default_sparse_head()
         self.sparse = head if isinstance(head, SparseEncoder) else SparseEncoder.load(head, model)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from ..errors import CirError
 
 if TYPE_CHECKING:
-    from .sparse_index import SparseIndex
+    from ..index.sparse import SparseIndex
 
 Vocabulary = Callable[[int], str] | Sequence[str]
 

@@ -22,43 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train_data import TripletData, TripletTask
+from .data import TripletData, TripletTask
+from .mining import mine_negatives, precompute_stage_one
 
 log = logging.getLogger(__name__)
-
-
-@torch.inference_mode()
-def _precompute(model, data: TripletData, batch_size: int = 256):
-    """Stage-one ViT tokens and embeddings of every image; z_t, ids, mask and embedding of every query."""
-    from tqdm.auto import tqdm
-
-    stage1 = model.stage1
-    tokens, image_emb = [], []
-    for start in tqdm(range(0, len(data.pixels), batch_size), desc="stage-one image tokens", unit="batch"):
-        t = stage1.image_tokens(data.pixels[start : start + batch_size].float())
-        tokens.append(t.half())
-        image_emb.append(stage1.image_embedding(t))
-    tokens_all = torch.cat(tokens)
-    ids, mask = model.tokenizer([q.text for q in data.queries])
-    fused, query_emb = [], []
-    for start in tqdm(range(0, len(ids), batch_size), desc="stage-one query tokens", unit="batch"):
-        rows = torch.from_numpy(data.ref_rows[start : start + batch_size])
-        f = stage1.fuse(tokens_all[rows].float(), ids[start : start + batch_size], mask[start : start + batch_size])
-        fused.append(f.half())
-        query_emb.append(stage1.query_embedding(f))
-    return tokens_all, torch.cat(image_emb), torch.cat(fused), ids, mask, torch.cat(query_emb)
-
-
-def _mine(query_emb: torch.Tensor, image_emb: torch.Tensor, data: TripletData, depth: int) -> np.ndarray:
-    """Per query, stage one's top `depth` images that are neither its reference nor its target."""
-    mined = np.zeros((len(query_emb), depth), dtype=np.int64)
-    for start in range(0, len(query_emb), 1024):
-        sims = query_emb[start : start + 1024] @ image_emb.t()
-        rows = np.arange(start, min(start + 1024, len(query_emb)))
-        sims[torch.arange(len(rows)), torch.from_numpy(data.ref_rows[rows])] = -2
-        sims[torch.arange(len(rows)), torch.from_numpy(data.target_rows[rows])] = -2
-        mined[rows] = sims.topk(depth, dim=1).indices.numpy()
-    return mined
 
 
 @torch.no_grad()
@@ -113,7 +80,7 @@ class Stage2Task(TripletTask):
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
         self.scene_labels = scene_labels
         if self.scene_weight:
-            from .train_stage1 import SceneProbes, scene_classes
+            from .probes import SceneProbes, scene_classes
 
             cells, width = scene_labels.shape[1], 2 * model.config.text.hidden_size
             classes = scene_classes(scene_labels)
@@ -130,8 +97,8 @@ class Stage2Task(TripletTask):
             init_stage2_from_stage1(model)
         if model.config.tie_stage2_word_embeddings:
             model.stage2.embeddings_from(model.stage1)
-        self.tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = _precompute(model, data)
-        self.mined = _mine(self.query_emb, self.image_emb, data, mine_depth) if mined_negatives else None
+        self.tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = precompute_stage_one(model, data)
+        self.mined = mine_negatives(self.query_emb, self.image_emb, data, mine_depth) if mined_negatives else None
         # the last training queries are held out to choose the weight of the stage-one score (never the eval split)
         self.train_count = len(data) - calibration_queries
         self.calibration_depth = calibration_depth
@@ -222,8 +189,8 @@ class Stage2Task(TripletTask):
         if self.val_benchmark is None:
             return out
         from ..pipeline import Pipeline
-        from .dense import DenseRetriever
-        from .rerank import DualEncoderReranker
+        from ..stages.dense import DenseRetriever
+        from ..stages.rerank import DualEncoderReranker
 
         b = self.val_benchmark
         reranker = DualEncoderReranker(self.model, stage1_weight=self.stage1_weight)

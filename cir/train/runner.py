@@ -9,8 +9,8 @@ from pathlib import Path
 from ..config import Config
 from ..errors import CirError
 from ..experiment import open_benchmark
-from .train_data import load_triplets
-from .training import fit, seed_everything
+from .data import load_triplets
+from .loop import fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +37,20 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     def with_scene_labels(data) -> dict:
         if not opts.get("scene_weight"):
             return opts
-        from .train_stage1 import scene_labels
+        from .probes import scene_labels
 
         return {**opts, "scene_labels": scene_labels(cfg.benchmark.root, cfg.benchmark.train_split, data.image_ids)}
 
     if stage == "stage1":
-        from .train_stage1 import Stage1Task
+        from .stage1 import Stage1Task
 
         _check_options(cfg, stage, Stage1Task, opts)
         model = create_model(cfg.model.name)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
         task = Stage1Task(model, data, val_set, **with_scene_labels(data))
         return fit(task, tcfg, out, resume, weights_name="stage1")
-    from .train_sparse import SparseTask
-    from .train_stage2 import Stage2Task
+    from .sparse import SparseTask
+    from .stage2 import Stage2Task
 
     task_class = SparseTask if stage == "sparse" else Stage2Task
     _check_options(cfg, stage, task_class, opts)

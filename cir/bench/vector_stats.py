@@ -144,29 +144,6 @@ def synthetic_dense(n: int, dim: int = 256, seed: int = 0) -> np.ndarray:
     return vectors
 
 
-def _term_rates(matrix: sp.spmatrix) -> np.ndarray:
-    """The fraction of rows holding each term (non-zero weight)."""
-    matrix = sp.csr_matrix(matrix)
-    if not matrix.has_canonical_format:
-        matrix = matrix.copy()
-        matrix.sum_duplicates()
-    return np.bincount(matrix.indices[matrix.data != 0], minlength=matrix.shape[1]) / max(1, matrix.shape[0])
-
-
-def expected_flops(query_matrix: sp.spmatrix, doc_matrix: sp.spmatrix) -> float:
-    """Expected multiply-adds per query-image pair of a sparse inner product: sum over terms of p_q(t) * p_d(t).
-
-    p_q(t) and p_d(t) are the fractions of queries and of images holding term t (the FLOPs measure of learned
-    sparse retrieval, Paria et al. 2020, which SPLADE-style training regularises). Times the gallery size, it is
-    the work an exact inverted index does per query; a dense index does `dim` per pair.
-    """
-    if query_matrix.shape[1] != doc_matrix.shape[1]:
-        raise CirError(f"queries have {query_matrix.shape[1]} terms but the images {doc_matrix.shape[1]}")
-    return float(_term_rates(query_matrix) @ _term_rates(doc_matrix))
-
-
-
-
 @dataclass
 class DenseStatistics:
     """A Gaussian fitted to real embeddings: their mean, the top principal directions scaled by their standard

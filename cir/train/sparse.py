@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CirError
-from .sparse_head import NUM_TERMS, SparseEncoder
-from .train_data import TripletData, TripletTask
-from .train_stage2 import _mine, _precompute
-from .vector_stats import expected_flops
+from ..stages.sparse_head import NUM_TERMS, SparseEncoder
+from .data import TripletData, TripletTask
+from .mining import mine_negatives, precompute_stage_one
+from ..index.sparse import expected_flops
 
 
 def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
@@ -63,9 +63,9 @@ class SparseTask(TripletTask):
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
-        _, self.image_emb, _, _, _, self.query_emb = _precompute(model, data)
+        _, self.image_emb, _, _, _, self.query_emb = precompute_stage_one(model, data)
         self.mined_per_step = mined
-        self.mined = _mine(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
+        self.mined = mine_negatives(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
         self.text_terms = [
             torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
@@ -132,7 +132,7 @@ class SparseTask(TripletTask):
     def validate(self) -> dict[str, float]:
         if self.val_benchmark is None:
             return {}
-        from .sparse import SparseRetriever
+        from ..stages.sparse import SparseRetriever
 
         b = self.val_benchmark
         retriever = SparseRetriever(self.model, head=self.module.eval())

@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .io import atomic_path
-from .pipeline import Result
+from ..io import atomic_path
+from ..pipeline import Result
 
 THUMB = 128
 PAD = 8

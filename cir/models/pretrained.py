@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import CirError
+from ..errors import CirError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def default_sparse_head(name: str = "blip-tiny-synth") -> Path:
 
 
 def load_pretrained_model(name: str, device: str = "cpu"):
-    from .models import create_model
+    from . import create_model
 
     spec = get_pretrained(name)
     stage2 = checkpoint_path(spec.stage2) if spec.stage2 else None
@@ -62,8 +62,8 @@ def load_pretrained_model(name: str, device: str = "cpu"):
 
 def build_pipeline(name: str = "blip-tiny-synth", cache_dir: str | None = None, k: int = 50, device: str = "cpu"):
     """Dense stage one % k >> dual-encoder stage two, from the named shipped weights."""
-    from .cache import FeatureCache
-    from .registry import rerankers, retrievers
+    from ..cache import FeatureCache
+    from ..registry import rerankers, retrievers
 
     spec = get_pretrained(name)
     model = load_pretrained_model(name, device)

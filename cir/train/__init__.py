@@ -1,0 +1,1 @@
+"""Training both stages and the sparse heads: the loop, data, mining, the synthetic-only probes, the runner."""
