@@ -1,0 +1,7 @@
+"""`python -m cir ...` (and `torchrun -m cir ...`): the console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
