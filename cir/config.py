@@ -1,7 +1,8 @@
 """Run configuration: one YAML file per (benchmark, model) pair, read into typed sections.
 
-Unknown keys are errors (a typo must not silently fall back to a default). Relative paths are resolved against the
-current directory, as a user typing a command expects.
+Unknown keys are errors (a typo must not silently fall back to a default): cir checks its own sections, and each
+stage checks the settings of its `stage_one` / `stage_two` section, which cir passes to it unchanged. Relative paths
+are resolved against the current directory, as a user typing a command expects.
 """
 
 from __future__ import annotations
@@ -29,30 +30,47 @@ class BenchmarkConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
+    """Which model to build: a registered name and its weights (a pretrained tag, or checkpoint files)."""
+
     name: str = "blip-tiny"
-    pretrained: str | None = "blip-tiny-synth"  # a name in cir.pretrained; or give checkpoint paths below
-    stage1: str | None = None
+    pretrained: str | None = "synth"  # a tag of cir.models.list_pretrained() for `name`; or give checkpoint paths below
+    stage1: str | None = None  # checkpoint files; when given they replace the tag's weights
     stage2: str | None = None
     device: str = "cpu"
     autocast_bf16: bool = False
 
 
 @dataclass
-class StageOneConfig:
-    kind: str = "dense"  # dense | sparse
-    k: int | None = None  # pruning depth; None = the benchmark's reference value (50 CIRR, 100 FashionIQ)
-    index: str = "flat"  # dense: flat | ivf | hnsw; sparse: csr | seismic
-    index_params: dict[str, Any] = field(default_factory=dict)
-    sparse_head: str | None = None
-    batch_size: int = 64
+class StageSettings:
+    """One stage: its registered `kind`, its cut-off `k` (how many of its results the next stage reorders; for stage
+    one None means the benchmark's reference value), and every other key of its section, passed unchanged to the
+    stage's `from_config(model, cache, **params)`."""
+
+    kind: str
+    k: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, source: str, where: str, default_kind: str | None = None) -> "StageSettings":
+        if not isinstance(data, dict):
+            raise FormatError(f"{source}: {where} must be a mapping (kind, k and the stage's own settings)")
+        params = dict(data)
+        kind = params.pop("kind", default_kind)
+        k = params.pop("k", None)
+        if not isinstance(kind, str) or not kind:
+            raise FormatError(f"{source}: {where}.kind must name a stage (see `cir stages`), got {kind!r}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise FormatError(f"{source}: {where}.k must be a whole number >= 1, got {k!r}")
+        return cls(kind, k, params)
 
 
-@dataclass
-class StageTwoConfig:
-    kind: str | None = "dual-encoder"  # None: stage one only
-    batch_size: int = 100
-    stage1_weight: float | None = None  # weight of the stage-one score; None: the pretrained model's, else 1/temperature
+def _default_stage_one() -> StageSettings:
+    return StageSettings("dense")
+
+
+def _default_stage_two() -> list[StageSettings]:
+    return [StageSettings("dual-encoder")]
 
 
 @dataclass
@@ -72,13 +90,13 @@ class TrainConfig:
 @dataclass
 class Config:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    stage_one: StageOneConfig = field(default_factory=StageOneConfig)
-    stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    stage_one: StageSettings = field(default_factory=_default_stage_one)
+    stage_two: list[StageSettings] = field(default_factory=_default_stage_two)  # rerankers, chained in order
     train_stage1: TrainConfig = field(default_factory=TrainConfig)
     train_stage2: TrainConfig = field(default_factory=TrainConfig)
     train_sparse: TrainConfig = field(default_factory=TrainConfig)
-    cache_dir: str = ".cir-cache"
+    cache_dir: str | None = ".cir-cache"  # None: no feature cache
     source: str = "<defaults>"
 
     @classmethod
@@ -96,10 +114,30 @@ class Config:
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Config":
         if not isinstance(data, dict):
             raise FormatError(f"{source}: a config is a mapping of sections")
-        return _build(cls, {**data, "source": source}, source, "")
+        data = dict(data)
+        stages = {}
+        if "stage_one" in data:
+            stages["stage_one"] = StageSettings.parse(data.pop("stage_one"), source, "stage_one", "dense")
+        if "stage_two" in data:
+            stages["stage_two"] = _parse_rerankers(data.pop("stage_two"), source)
+        config = _build(cls, {**data, "source": source}, source, "")
+        for name, value in stages.items():
+            setattr(config, name, value)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _parse_rerankers(data: Any, source: str) -> list[StageSettings]:
+    """`stage_two`: null (stage one only), one stage's mapping, or a list of them chained in order."""
+    if data is None or (isinstance(data, dict) and data.get("kind", "dual-encoder") is None):
+        return []
+    if isinstance(data, dict):
+        return [StageSettings.parse(data, source, "stage_two", "dual-encoder")]
+    if isinstance(data, list):
+        return [StageSettings.parse(item, source, f"stage_two[{i}]") for i, item in enumerate(data)]
+    raise FormatError(f"{source}: stage_two must be a mapping, a list of mappings, or null")
 
 
 def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:

@@ -6,11 +6,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from .cache import FeatureCache
 from .config import Config
-from .errors import CirError
 from .pipeline import Pipeline
-from .registry import rerankers, retrievers
 from .types import Ranking, Run
 
 log = logging.getLogger(__name__)
@@ -25,41 +22,11 @@ def open_benchmark(cfg: Config, split: str | None = None):
     )
 
 
-def load_model(cfg: Config):
-    """The model a config names: shipped pretrained weights, or checkpoint files."""
-    from .models import create_model
-    from .models.pretrained import load_pretrained_model
-
-    m = cfg.model
-    if m.stage1 is None and m.pretrained:
-        return load_pretrained_model(m.pretrained, m.device)
-    if m.stage1 is None:
-        raise CirError(f"{cfg.source}: model needs either `pretrained` or a `stage1` checkpoint path")
-    return create_model(m.name, checkpoint=m.stage1, stage2_checkpoint=m.stage2, device=m.device)
-
-
-def stage1_weight(cfg: Config) -> float | None:
-    """The config's weight of the stage-one score, else the pretrained model's; None means 1 / stage-one temperature."""
-    from .models.pretrained import get_pretrained
-
-    if cfg.stage_two.stage1_weight is not None:
-        return cfg.stage_two.stage1_weight
-    if cfg.model.pretrained and cfg.model.stage1 is None:
-        return get_pretrained(cfg.model.pretrained).stage1_weight
-    return None
-
-
-def build_pipeline(cfg: Config, model, top_k: int) -> Pipeline:
-    cache = FeatureCache(cfg.cache_dir)
-    s1, s2 = cfg.stage_one, cfg.stage_two
-    common = dict(device=cfg.model.device, autocast_bf16=cfg.model.autocast_bf16)
-    retriever_kwargs = dict(index=s1.index, index_params=s1.index_params, batch_size=s1.batch_size, **common)
-    if s1.kind == "sparse":
-        retriever_kwargs["head"] = s1.sparse_head
-    retriever = retrievers.get(s1.kind)(model, cache, **retriever_kwargs)
-    pipeline = retriever % (s1.k or top_k)
-    if s2.kind:
-        pipeline = pipeline >> rerankers.get(s2.kind)(model, cache, stage1_weight(cfg), batch_size=s2.batch_size, **common)
+def build_pipeline(cfg: Config, benchmark=None, model=None) -> Pipeline:
+    """`Pipeline.from_config`, with stage one's cut-off and the reference rule of the benchmark being evaluated."""
+    pipeline = Pipeline.from_config(cfg, model=model, top_k=benchmark.top_k if benchmark is not None else None)
+    if benchmark is not None:
+        pipeline.exclude_reference = benchmark.exclude_reference
     return pipeline
 
 
@@ -69,6 +36,7 @@ class Evaluation:
 
     benchmark: object
     runs: dict[str, Run]
+    stages: dict[str, str]  # run name -> what it is ("stage 1 (dense, flat)", "stage 1 + 2 (dual-encoder)", ...)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     images_encoded: int = 0
     index_seconds: float = 0.0
@@ -87,18 +55,16 @@ def run_for_file(run: Run, benchmark, depth: int = 100) -> Run:
     return out
 
 
-def evaluate(cfg: Config, split: str | None = None) -> Evaluation:
+def evaluate(cfg: Config, split: str | None = None, model=None) -> Evaluation:
+    """Index the config's benchmark gallery, run every stage over its queries at full depth, score each stage."""
     benchmark = open_benchmark(cfg, split)
-    model = load_model(cfg)
-    pipeline = build_pipeline(cfg, model, benchmark.top_k)
-    pipeline.exclude_reference = benchmark.exclude_reference
+    pipeline = build_pipeline(cfg, benchmark, model)
     start = time.perf_counter()
     pipeline.index(benchmark.gallery)
     index_seconds = time.perf_counter() - start
-    encoders = [pipeline.retriever.encoder] + ([pipeline.reranker.encoder] if pipeline.reranker else [])
-    encoded = sum(e.features.encoded for e in encoders)
     runs = pipeline.run(benchmark.queries, pipeline.k, depth=len(benchmark.gallery))
-    result = Evaluation(benchmark, runs, images_encoded=encoded, index_seconds=index_seconds)
+    result = Evaluation(benchmark, runs, pipeline.describe(), images_encoded=pipeline.images_encoded,
+                        index_seconds=index_seconds)
     if benchmark.targets is not None:
         for stage, run in runs.items():
             result.metrics[stage] = {**benchmark.evaluate(run), "ms/query": pipeline.times.ms_per_query(stage)}

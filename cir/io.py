@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -84,3 +85,12 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes: the same image under another path has the same one."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

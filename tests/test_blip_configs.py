@@ -69,7 +69,8 @@ def test_config_loads_with_the_reference_protocol(benchmark, benchmarks_dir):
     assert cfg.model.stage1 == f"checkpoints/{benchmark}_stage1.pt"
     assert cfg.model.stage2 == f"checkpoints/{benchmark}_stage2.pt"
     assert cfg.stage_one.kind == "dense" and cfg.stage_one.k == REFERENCE_K[benchmark]
-    assert cfg.stage_two.kind == "dual-encoder" and cfg.stage_two.stage1_weight == 0.0
+    [reranker] = cfg.stage_two
+    assert reranker.kind == "dual-encoder" and reranker.params["stage1_weight"] == 0.0
     model = get_model_config(cfg.model.name)
     assert model.vision.image_size == BLIP_IMAGE_SIZE and not model.share_stage2_vision
     assert (model.image_mean, model.image_std) == (BLIP_MEAN, BLIP_STD)

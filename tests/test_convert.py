@@ -110,7 +110,7 @@ def test_torch_checkpoint_layouts_load(tmp_path, reference_states, baseline, lay
     torch.save(obj, path)
     stage2_path = tmp_path / "stage2.pth"
     torch.save({"BLIP_NLVR": reference_states["stage2"]}, stage2_path)
-    model = create_model("blip-golden", path, stage2_checkpoint=stage2_path)
+    model = create_model("blip-golden", [path, stage2_path])
     assert same_state(model.stage1, baseline.stage1)
     assert same_state(model.stage2, baseline.stage2)
 

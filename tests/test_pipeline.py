@@ -152,16 +152,16 @@ def test_run_for_file_rescores_identically(pipeline, val) -> None:
 def test_config_errors_name_the_key_and_file(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("stage_one:\n  kind: dense\n  indx: flat\n")
-    with pytest.raises(FormatError, match=r"bad.yaml: unknown key stage_one.indx"):
-        Config.load(bad)
+    with pytest.raises(CirError, match=r"bad.yaml: stage_one: dense: unknown setting 'indx' \(known: index, "):
+        Pipeline.from_config(Config.load(bad), model=object())
     with pytest.raises(CirError, match="config file not found"):
         Config.load(tmp_path / "missing.yaml")
 
 
 def test_cir_eval_writes_runs_and_metrics_then_hits_the_cache(synth_tiny, tiny_model, tmp_path, monkeypatch, capsys) -> None:
-    from cir import experiment
+    import cir.models
 
-    monkeypatch.setattr(experiment, "load_model", lambda cfg: tiny_model)
+    monkeypatch.setattr(cir.models, "model_from_settings", lambda settings: tiny_model)
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"benchmark: {{name: cirr, root: {synth_tiny}, split: val}}\n"

@@ -19,7 +19,7 @@ from ..errors import CirError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_NAME = "blip-tiny-synth"
+PRETRAINED = ("blip-tiny", "synth")  # (model, tag) of the shipped weights the bench measures
 FALLBACK_SIZE = "tiny"
 
 
@@ -54,19 +54,20 @@ def _shipped(file: str | None) -> Path | None:
         return None
 
 
-def load_bench_model(name: str = PRETRAINED_NAME) -> tuple[Any, str, bool, Any | None]:
+def load_bench_model(name: str = PRETRAINED[0], tag: str = PRETRAINED[1]) -> tuple[Any, str, bool, Any | None]:
     """(model, provenance, stage one trained?, sparse encoder or None) from the shipped weights; a part whose file
     is absent gets random weights, said so in every report (speed does not depend on weight values; the vectors
     stage one is measured on do). A shipped file that is present but broken is an error."""
     from ..models import create_model
     from ..models.pretrained import get_pretrained
 
-    spec = get_pretrained(name)
+    spec = get_pretrained(name, tag)
     stage1, stage2 = _shipped(spec.stage1), _shipped(spec.stage2)
     if stage1 is None:
-        return create_model(spec.model), f"random weights ({spec.model}; the shipped {name} checkpoints are absent)", False, None
-    model = create_model(spec.model, checkpoint=stage1, stage2_checkpoint=stage2, stages=("stage1", "stage2"))
-    weights = f"shipped weights ({name}, trained on {spec.trained_on})"
+        return create_model(name), f"random weights ({name}; the shipped {tag} checkpoints are absent)", False, None
+    model = create_model(name, [p for p in (stage1, stage2) if p], stages=("stage1", "stage2"))
+    model.pretrained_cfg = {"stage1_weight": spec.stage1_weight} if stage2 is not None else {}
+    weights = f"shipped weights ({name} {tag}, trained on {spec.trained_on})"
     if stage2 is None:
         weights += "; stage two: random weights (its checkpoint is absent)"
     sparse_file = _shipped(spec.sparse)

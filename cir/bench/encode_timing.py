@@ -98,7 +98,8 @@ def time_gallery_encoding(
     from ..experiment import build_pipeline
 
     cfg = pipeline_config(model.name, work_dir / f"cache-{precision}", batch_size, device, PRECISIONS[precision])
-    pipeline = build_pipeline(cfg, model, top_k=1)
+    model.autocast_bf16 = cfg.model.autocast_bf16  # the precision the stages run at is the model's
+    pipeline = build_pipeline(cfg, model=model)
     stages = {"stage1": pipeline.retriever, "stage2": pipeline.reranker}
     seconds: dict[str, float] = {}
     for name, stage in stages.items():

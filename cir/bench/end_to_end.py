@@ -21,7 +21,7 @@ from ..pipeline import Pipeline
 from ..stages.encoding import TowerEncoder
 from ..stages.rerank import DualEncoderReranker, reranker_tower
 from ..types import Gallery, Query
-from .context import PRETRAINED_NAME, BenchContext
+from .context import BenchContext
 from .timing import latency_summary, peak_rss_bytes, thread_limit, timed
 
 TRACED_QUERIES = 5
@@ -42,15 +42,14 @@ def encoding_rate(context: BenchContext, images: int, threads: int) -> dict[str,
 
 def build_pipelines(context: BenchContext) -> dict[str, Pipeline]:
     """Dense stage one (and sparse, given a trained head) % the benchmark's K >> the dual-encoder reranker."""
-    from ..models.pretrained import get_pretrained
     from ..stages.dense import DenseRetriever
     from ..stages.sparse import SparseRetriever
 
-    weight = get_pretrained(PRETRAINED_NAME).stage1_weight if context.trained else 0.0
+    weight = None if context.trained else 0.0  # None: the shipped tag's calibrated weight, which the model carries
     reranker = DualEncoderReranker(context.model, context.cache, weight)
     retrievers = {"dense flat": DenseRetriever(context.model, context.cache)}
     if context.sparse is not None:
-        retrievers["sparse csr"] = SparseRetriever(context.model, context.cache, head=context.sparse)
+        retrievers["sparse csr"] = SparseRetriever(context.model, context.cache, sparse_head=context.sparse)
     pipelines = {}
     for name, retriever in retrievers.items():
         pipeline = retriever % context.benchmark.top_k >> reranker

@@ -35,5 +35,6 @@ def report_caption(benchmark, cfg: Config) -> str:
     """Benchmark, split, protocol, model and machine: every table says where its numbers come from."""
     from ..machine import machine_description
 
-    model = cfg.model.pretrained if cfg.model.stage1 is None else cfg.model.stage1
-    return f"{benchmark.protocol}\nmodel: {cfg.model.name} ({model}); machine: {machine_description()}"
+    files = ", ".join(p for p in (cfg.model.stage1, cfg.model.stage2) if p)
+    weights = files or f"pretrained {cfg.model.pretrained}" if (files or cfg.model.pretrained) else "random weights"
+    return f"{benchmark.protocol}\nmodel: {cfg.model.name} ({weights}); machine: {machine_description()}"

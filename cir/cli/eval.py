@@ -17,10 +17,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def stage_label(stage: str, cfg) -> str:
-    return f"stage 1 ({cfg.stage_one.kind}, {cfg.stage_one.index})" if stage == "stage1" else f"stage 1 + 2 ({cfg.stage_two.kind})"
-
-
 def run(args: argparse.Namespace) -> int:
     from ..experiment import evaluate
 
@@ -38,7 +34,7 @@ def show_evaluation(cfg, result):
     what = "cache hit: no gallery image encoded" if result.images_encoded == 0 else f"{result.images_encoded} gallery images encoded"
     console.print(f"[dim]gallery {len(b.gallery)} images ({what}, {result.index_seconds:.1f} s); {len(b.queries)} queries[/]")
     if result.metrics:
-        rows = {stage_label(stage, cfg): m for stage, m in result.metrics.items()}
+        rows = {result.stages[stage]: m for stage, m in result.metrics.items()}
         title = f"{b.name} {b.release or b.category or ''} {b.split}".replace("  ", " ")
         console.print(render_report(title, rows, report_caption(b, cfg), extra_columns=("ms/query",)))
     else:
@@ -58,7 +54,7 @@ def write_outputs(out: Path, result) -> None:
     if b.targets is None and b.name == "cirr":
         from ..eval.submission import write_submission
 
-        final = result.runs.get("stage2", result.runs["stage1"])
+        final = next(reversed(result.runs.values()))
         for path in write_submission(b, final, out):
             console.print(f"wrote {path}")
     console.print(f"wrote {out}/")

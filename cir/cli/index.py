@@ -16,18 +16,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import build_pipeline, load_model, open_benchmark
+    from ..experiment import build_pipeline, open_benchmark
 
     cfg = load_config(args)
     benchmark = open_benchmark(cfg)
-    pipeline = build_pipeline(cfg, load_model(cfg), benchmark.top_k)
+    pipeline = build_pipeline(cfg, benchmark)
     start = time.perf_counter()
     pipeline.index(benchmark.gallery)
     seconds = time.perf_counter() - start
-    stages = [pipeline.retriever] + ([pipeline.reranker] if pipeline.reranker else [])
-    for stage in stages:
-        features = stage.encoder.features
-        state = "cache hit, 0 images encoded" if features.encoded == 0 else f"{features.encoded} images encoded"
-        console.print(f"{stage.name}: {len(features.ids)} gallery images ({state}) key {stage.encoder.key}")
+    for stage in pipeline.stages:
+        encoded = stage.images_encoded
+        state = "encodes nothing" if encoded is None else "cache hit, 0 images encoded" if encoded == 0 else f"{encoded} images encoded"
+        console.print(f"{stage.describe()}: {len(benchmark.gallery)} gallery images ({state})")
     console.print(f"indexed in {seconds:.1f} s; cache at {cfg.cache_dir}")
     return 0

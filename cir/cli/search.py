@@ -23,19 +23,20 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..experiment import build_pipeline, load_model, open_benchmark
+    from ..experiment import build_pipeline, open_benchmark
     from .sheet import results_sheet
     from ..types import Gallery, Query, open_image
 
     cfg = load_config(args)
     if args.gallery:
-        gallery, top_k = Gallery.from_folder(args.gallery), cfg.stage_one.k or 50
+        gallery, benchmark = Gallery.from_folder(args.gallery), None
     else:
         benchmark = open_benchmark(cfg)
-        gallery, top_k = benchmark.gallery, benchmark.top_k
-    pipeline = build_pipeline(cfg, load_model(cfg), top_k).index(gallery)
+        gallery = benchmark.gallery
+    pipeline = build_pipeline(cfg, benchmark).index(gallery)
+    pipeline.exclude_reference = True  # a search never returns its own reference
     results = pipeline.search(args.reference, args.text, k=args.k)
-    explain = getattr(pipeline.retriever, "explain", None) if cfg.stage_one.kind == "sparse" else None
+    explain = getattr(pipeline.retriever, "explain", None)
     table = Table(title=f"{pipeline!r}: {args.text!r}", caption=f"reference {args.reference}; gallery {gallery.name} ({len(gallery)} images)")
     for column in ("rank", "image", "score", "stage-one rank"):
         table.add_column(column, justify="right" if column != "image" else "left")

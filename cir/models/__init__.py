@@ -1,8 +1,9 @@
 """The BLIP-style two-stage model family: configs and registry, tokenizer, preprocessing, both stages, checkpoints.
 
-    from cir.models import create_model, list_models
-    model = create_model("blip-tiny")                    # random weights
-    model = create_model("blip-base", ["stage1.pth", "stage2.pth"])  # reference checkpoints
+    from cir.models import create_model, list_models, list_pretrained
+    model = create_model("blip-tiny", pretrained="synth")              # the shipped weights (a tag)
+    model = create_model("blip-tiny")                                  # random weights
+    model = create_model("blip-base", ["stage1.pth", "stage2.pth"])    # reference checkpoints
 
 Names resolve lazily, so listing models or reading configs does not import torch/transformers.
 """
@@ -25,10 +26,15 @@ _EXPORTS = {
     "ImagePreprocessor": "preprocess",
     "Stage1Model": "stage1",
     "Stage2Model": "stage2",
+    "PretrainedWeights": "pretrained",
+    "get_pretrained": "pretrained",
+    "list_pretrained": "pretrained",
+    "register_pretrained": "pretrained",
     "CirModel": "factory",
     "build_model": "factory",
     "create_model": "factory",
     "load_model": "factory",
+    "model_from_settings": "factory",
     "checkpoint_hash": "checkpoint",
     "load_checkpoint": "checkpoint",
     "read_checkpoint": "checkpoint",

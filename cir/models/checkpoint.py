@@ -125,11 +125,13 @@ def read_checkpoint(path: PathLike, part: str | None = None) -> CheckpointConten
 def read_checkpoints(
     checkpoint: PathLike | Sequence[PathLike] | None, part: str | None = None
 ) -> list[CheckpointContents]:
-    """`read_checkpoint` for one path, a list of paths, or None (nothing); `part` as in `read_checkpoint`."""
+    """`read_checkpoint` for one path, a list of paths, or None (nothing); `part` as in `read_checkpoint` for one
+    path, while a list is taken as [stage one's, stage two's] for the messages about a missing file."""
     if checkpoint is None:
         return []
-    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    return [read_checkpoint(path, part) for path in paths]
+    if isinstance(checkpoint, (str, Path)):
+        return [read_checkpoint(checkpoint, part)]
+    return [read_checkpoint(path, PARTS[i] if i < len(PARTS) else None) for i, path in enumerate(checkpoint)]
 
 
 def load_checkpoint(model: "CirModel", checkpoint: PathLike | Sequence[PathLike]) -> list[CheckpointContents]:

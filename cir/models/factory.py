@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import FormatError
+from ..errors import CirError, FormatError
 from .checkpoint import PARTS, CheckpointContents, apply_checkpoints, combined_hash, read_checkpoints
 from .config import ModelConfig, config_differences
 from .preprocess import ImagePreprocessor
+from .pretrained import get_pretrained, is_tag
 from .registry import get_model_config
 from .stage1 import Stage1Model
 from .stage2 import Stage2Model
 from .tokenizer import BlipTokenizer
 
+if TYPE_CHECKING:
+    from ..config import ModelSettings
+
 log = logging.getLogger(__name__)
 
-CheckpointArg = str | Path | Sequence[str | Path] | None
+Pretrained = str | Path | Sequence[str | Path] | None
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +40,9 @@ class CirModel:
     """A two-stage model ready to use: `stage2` is None when only stage one was built.
 
     `weights_id` is a short hash of the checkpoint file(s) the weights came from (None when any part holds random
-    weights): a cache of gallery features is valid for one `(name, weights_id)`.
+    weights): a cache of gallery features is valid for one `(name, weights_id)`. `pretrained_cfg` is what a
+    pretrained tag knows beyond the weights (`sparse_head`, `stage1_weight`, `trained_on`); empty otherwise.
+    `autocast_bf16`: run under bfloat16 autocast.
     """
 
     config: ModelConfig
@@ -45,6 +51,8 @@ class CirModel:
     tokenizer: BlipTokenizer
     preprocess: ImagePreprocessor
     weights_id: str | None = None
+    pretrained_cfg: dict = field(default_factory=dict)
+    autocast_bf16: bool = False
 
     @property
     def name(self) -> str:
@@ -98,26 +106,34 @@ def build_model(config: ModelConfig, with_stage2: bool = True) -> CirModel:
 
 def create_model(
     name: str,
-    checkpoint: CheckpointArg = None,
+    pretrained: Pretrained = None,
     *,
-    stage2_checkpoint: str | Path | None = None,
     stages: Sequence[str] | None = None,
     device: torch.device | str = "cpu",
+    autocast_bf16: bool = False,
 ) -> CirModel:
-    """Build the registered model `name`, load its weights if given, and return it in eval mode on `device`.
+    """Build the registered model `name`, load its weights, and return it in eval mode on `device`.
 
-    `checkpoint`: a cir safetensors file, a reference (`BLIP_Retrieval` / `BLIP_NLVR`) or LAVIS/BLIP checkpoint,
-    or a list of files (stage one and stage two saved apart); `stage2_checkpoint` adds one more file.
-    `stages`: the parts to build.  By default both when no file is given, else exactly the parts the files hold
-    (weights are never silently random).  Naming the parts builds them all and loads what the files hold, so
+    `pretrained`, as in open_clip: a tag of `list_pretrained()` for this model (e.g. "synth" for "blip-tiny": both
+    stages' shipped weights, and what the tag knows beyond them as `model.pretrained_cfg`); a checkpoint file (cir
+    safetensors, the reference work's `BLIP_Retrieval` / `BLIP_NLVR`, LAVIS/BLIP; a single file is taken as stage
+    one's); or a list of files (stage one and stage two saved apart). None: random weights.
+    `stages`: the parts to build. By default both when no file is given, else exactly the parts the files hold
+    (weights are never silently random). Naming the parts builds them all and loads what the files hold, so
     `stages=("stage1", "stage2")` with a stage-one file starts a fresh stage two for training.
-    Any missing or unexpected key and any wrong shape raise FormatError naming the file and the keys.
-    A path that does not exist raises CirError saying what the file is (a single `checkpoint` path is taken as
-    the stage-one file, `stage2_checkpoint` as the stage-two one) and where the published ones are.
+    `autocast_bf16`: the stages run the model under bfloat16 autocast (the feature cache keys by it).
+    Any missing or unexpected key and any wrong shape raise FormatError naming the file and the keys; an unknown
+    tag or a missing file raises CirError saying which tags exist and where the published files are.
     """
     config = get_model_config(name)
-    first_part = "stage1" if isinstance(checkpoint, (str, Path)) else None
-    contents = read_checkpoints(checkpoint, first_part) + read_checkpoints(stage2_checkpoint, "stage2")
+    pretrained_cfg: dict = {}
+    if is_tag(name, pretrained):
+        spec = get_pretrained(name, pretrained)
+        pretrained, pretrained_cfg = spec.files(), spec.config()
+    elif isinstance(pretrained, str) and not Path(pretrained).exists() and not Path(pretrained).suffix:
+        get_pretrained(name, pretrained)  # neither a tag nor a file: the error lists the tags
+    first_part = "stage1" if isinstance(pretrained, (str, Path)) else None
+    contents = read_checkpoints(pretrained, first_part)
     for item in contents:
         if item.config is not None:
             differences = config_differences(config, item.config)
@@ -126,7 +142,20 @@ def create_model(
                     f"{item.path}: saved for a model config that differs from {name!r} in "
                     f"{', '.join(differences)}; use load_model() to build the saved config"
                 )
-    return _assemble(config, contents, stages).to(device)
+    model = _assemble(config, contents, stages).to(device)
+    model.pretrained_cfg, model.autocast_bf16 = pretrained_cfg, autocast_bf16
+    return model
+
+
+def model_from_settings(settings: "ModelSettings") -> CirModel:
+    """The model a config's `model` section names: its checkpoint files when given, else its pretrained tag."""
+    if settings.stage2 and not settings.stage1:
+        raise CirError("model.stage2 is set without model.stage1: stage two needs stage one's checkpoint too")
+    files = [path for path in (settings.stage1, settings.stage2) if path]
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CirError(f"model.device is {settings.device!r} but this torch build sees no CUDA device: use cpu")
+    return create_model(settings.name, files or settings.pretrained, device=settings.device,
+                        autocast_bf16=settings.autocast_bf16)
 
 
 def load_model(

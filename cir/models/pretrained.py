@@ -1,74 +1,90 @@
-"""Named pretrained pipelines shipped inside the package (weights under cir/checkpoints)."""
+"""Pretrained weights by tag, as open_clip names them: `create_model("blip-tiny", pretrained="synth")`.
+
+A tag belongs to one registered model; `list_pretrained()` lists every (model, tag). The shipped tags' files live
+under cir/checkpoints. What a tag knows beyond its weights (the sparse heads trained on top of them, the stage-one
+weight its stage two was calibrated with, what it was trained on) travels with the model it builds as
+`CirModel.pretrained_cfg`, so no stage needs to know the shipped registry.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import CirError
 
 
 @dataclass(frozen=True)
-class Pretrained:
+class PretrainedWeights:
+    """One tag: the checkpoint files of a registered model, and what was measured with them."""
+
     model: str  # a name in the model registry
+    tag: str
     stage1: str  # file name under cir/checkpoints
-    stage2: str | None
-    sparse: str | None  # the dense-to-sparse heads
-    stage1_weight: float | None  # weight of the stage-one score added to stage two's; None: 1 / stage-one temperature
-    trained_on: str  # what the weights were trained on, for every report
+    stage2: str | None = None
+    sparse: str | None = None  # the dense-to-sparse heads trained on these stage-one weights
+    stage1_weight: float | None = None  # weight of the stage-one score added to stage two's (None: 1 / temperature)
+    trained_on: str = ""  # for every report
+
+    def files(self) -> list[Path]:
+        """The checkpoint files, stage one first."""
+        return [checkpoint_path(name) for name in (self.stage1, self.stage2) if name]
+
+    def config(self) -> dict[str, Any]:
+        """What the built model carries as `pretrained_cfg` (paths resolved)."""
+        return {
+            "tag": self.tag,
+            "trained_on": self.trained_on,
+            "stage1_weight": self.stage1_weight,
+            "sparse_head": str(checkpoint_path(self.sparse)) if self.sparse else None,
+        }
 
 
-PRETRAINED: dict[str, Pretrained] = {
-    "blip-tiny-synth": Pretrained(
+_TAGS: dict[tuple[str, str], PretrainedWeights] = {}
+
+
+def register_pretrained(weights: PretrainedWeights) -> PretrainedWeights:
+    """Make `create_model(weights.model, pretrained=weights.tag)` load these weights."""
+    _TAGS[(weights.model, weights.tag)] = weights
+    return weights
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    """Every (model name, tag) that `create_model(name, pretrained=tag)` accepts."""
+    return sorted(_TAGS)
+
+
+def get_pretrained(model: str, tag: str) -> PretrainedWeights:
+    """The weights of `tag` for `model`; an unknown pair raises CirError listing the model's tags."""
+    try:
+        return _TAGS[(model, tag)]
+    except KeyError:
+        tags = ", ".join(t for m, t in sorted(_TAGS) if m == model) or "none"
+        raise CirError(f"unknown pretrained tag {tag!r} for model {model!r} (its tags: {tags})") from None
+
+
+def is_tag(model: str, value: object) -> bool:
+    return isinstance(value, str) and (model, value) in _TAGS
+
+
+def checkpoint_path(file_name: str) -> Path:
+    """A shipped checkpoint file under cir/checkpoints."""
+    path = Path(str(resources.files("cir") / "checkpoints" / file_name))
+    if not path.is_file():
+        raise CirError(f"shipped checkpoint missing: {path} (reinstall cir, or train it: docs/training.md)")
+    return path
+
+
+register_pretrained(
+    PretrainedWeights(
         model="blip-tiny",
+        tag="synth",
         stage1="blip-tiny-synth-stage1.safetensors",
         stage2="blip-tiny-synth-stage2.safetensors",
         sparse="blip-tiny-synth-sparse.safetensors",
         stage1_weight=20.0,  # best of the held-out calibration after the last epoch (runs/stage2/metrics.jsonl)
         trained_on="cir synthetic benchmark (default size, seed 0), train split",
-    ),
-}
-
-
-def checkpoint_path(file_name: str) -> Path:
-    path = Path(str(resources.files("cir") / "checkpoints" / file_name))
-    if not path.is_file():
-        raise CirError(f"shipped checkpoint missing: {path} (reinstall cir, or train it: see README 'Reproducing the shipped models')")
-    return path
-
-
-def get_pretrained(name: str) -> Pretrained:
-    try:
-        return PRETRAINED[name]
-    except KeyError:
-        raise CirError(f"unknown pretrained model {name!r} (known: {', '.join(sorted(PRETRAINED))})") from None
-
-
-def default_sparse_head(name: str = "blip-tiny-synth") -> Path:
-    spec = get_pretrained(name)
-    if spec.sparse is None:
-        raise CirError(f"pretrained model {name!r} ships no sparse head: give stage_one.sparse_head in the config")
-    return checkpoint_path(spec.sparse)
-
-
-def load_pretrained_model(name: str, device: str = "cpu"):
-    from . import create_model
-
-    spec = get_pretrained(name)
-    stage2 = checkpoint_path(spec.stage2) if spec.stage2 else None
-    return create_model(spec.model, checkpoint=checkpoint_path(spec.stage1), stage2_checkpoint=stage2, device=device)
-
-
-def build_pipeline(name: str = "blip-tiny-synth", cache_dir: str | None = None, k: int = 50, device: str = "cpu"):
-    """Dense stage one % k >> dual-encoder stage two, from the named shipped weights."""
-    from ..cache import FeatureCache
-    from ..registry import rerankers, retrievers
-
-    spec = get_pretrained(name)
-    model = load_pretrained_model(name, device)
-    cache = FeatureCache(cache_dir) if cache_dir else None
-    retriever = retrievers.get("dense")(model, cache, device=device)
-    if model.stage2 is None:
-        return retriever % k
-    return retriever % k >> rerankers.get("dual-encoder")(model, cache, spec.stage1_weight, device=device)
+    )
+)

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from ..cache import FeatureCache
+from ..errors import CirError
 from ..pipeline import Retriever
-from ..registry import retrievers
 from ..types import Gallery, Query, Ranking, Run
 from ..index.dense_faiss import DenseIndex
-from .encoding import TowerEncoder, batches
+from .encoding import TowerEncoder, batches, progress
 
 
 @dataclass
@@ -56,9 +56,12 @@ def encode_queries(model, ref_tokens: torch.Tensor, texts: Sequence[str]) -> Enc
     return EncodedQueries(model.stage1.query_embedding(fused), fused, input_ids, attention_mask)
 
 
-@retrievers.register("dense")
 class DenseRetriever(Retriever):
-    """FAISS inner-product search over cached, L2-normalised gallery embeddings."""
+    """FAISS inner-product search over cached, L2-normalised gallery embeddings.
+
+    Settings (`stage_one` of a config): `index` (flat | ivf | hnsw), `index_params` (the FAISS index's own, e.g.
+    nlist, nprobe, M, ef_search, device), `batch_size` (gallery images and queries per encoder batch).
+    """
 
     name = "dense"
 
@@ -69,15 +72,20 @@ class DenseRetriever(Retriever):
         index: str = "flat",
         index_params: dict | None = None,
         batch_size: int = 64,
-        device: str = "cpu",
-        autocast_bf16: bool = False,
     ) -> None:
         self.model = model
-        self.encoder = TowerEncoder(model, "stage1", cache, batch_size, device, autocast_bf16)
+        self.encoder = TowerEncoder(model, "stage1", cache, batch_size)
         self.index_kind = index
         self.index_params = index_params or {}
         self.batch_size = batch_size
         self._index: DenseIndex | None = None
+
+    @property
+    def images_encoded(self) -> int | None:
+        return None if self.encoder.features is None else self.encoder.features.encoded
+
+    def describe(self) -> str:
+        return f"{self.name}, {self.index_kind}"
 
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
@@ -93,7 +101,7 @@ class DenseRetriever(Retriever):
         """Query embeddings, and the encodings behind them for stage two."""
         out = []
         states = QueryStates(self.model.stage1, self.encoder.autocast_bf16)
-        for batch in batches(queries, self.batch_size):
+        for batch in progress(batches(queries, self.batch_size), len(queries), self.batch_size, "stage one"):
             with self.encoder.autocast():
                 ref = self.encoder.tokens([q.reference for q in batch])
                 encoded = encode_queries(self.model, ref, [q.text for q in batch])
@@ -104,7 +112,7 @@ class DenseRetriever(Retriever):
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._index is None:
-            raise RuntimeError("call index(gallery) before search()")
+            raise CirError(f"{self.name} retriever: call index(gallery) before search()")
         embeddings, states = self.encode(queries)
         scores, ids = self._index.search(embeddings, k)
         return Run((Ranking(q.id, list(i), s.tolist()) for q, s, i in zip(queries, scores, ids)), query_states=states)

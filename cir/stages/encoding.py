@@ -9,7 +9,7 @@ import hashlib
 import logging
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,26 +31,20 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 
 class TowerEncoder:
-    """One image tower of a CirModel ("stage1", or "stage2" when stage two has its own ViT) with its cache."""
+    """One image tower of a CirModel ("stage1", or "stage2" when stage two has its own ViT) with its cache.
 
-    def __init__(
-        self,
-        model,
-        tower: str = "stage1",
-        cache: FeatureCache | None = None,
-        batch_size: int = 64,
-        device: str = "cpu",
-        autocast_bf16: bool = False,
-    ) -> None:
+    It runs where the model is and at the model's precision (`model.autocast_bf16`)."""
+
+    def __init__(self, model, tower: str = "stage1", cache: FeatureCache | None = None, batch_size: int = 64) -> None:
         self.model = model
         self.tower = tower
         self.module = getattr(model, tower)
         self.cache = cache
         self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.autocast_bf16 = autocast_bf16
+        self.device = model.device
+        self.autocast_bf16 = model.autocast_bf16
         self.features: CachedFeatures | None = None
-        precision = "bf16" if autocast_bf16 else "fp32"
+        precision = "bf16" if self.autocast_bf16 else "fp32"
         self.key = f"{model.config.name}-{tower}-{precision}-{module_fingerprint(self.module)}"
 
     def autocast(self):
@@ -99,3 +93,11 @@ class TowerEncoder:
 def batches(queries: Sequence[Query], size: int):
     for start in range(0, len(queries), size):
         yield queries[start : start + size]
+
+
+def progress(items: Iterable, count: int, per_item: int, desc: str) -> Iterable:
+    """A progress bar over a stage's query batches (`count` queries, `per_item` a batch), shown for long runs only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=-(-count // per_item), desc=desc, unit="batch" if per_item > 1 else "query",
+                disable=count < 200, leave=False)

@@ -9,10 +9,9 @@ import torch
 from ..cache import FeatureCache
 from ..errors import CirError
 from ..pipeline import Reranker
-from ..registry import rerankers
 from ..types import Gallery, Query, Ranking, Run
 from .dense import EncodedQueries, QueryStates, encode_queries
-from .encoding import TowerEncoder
+from .encoding import TowerEncoder, progress
 
 
 def reranker_tower(model) -> str:
@@ -38,14 +37,16 @@ def score_candidates(
     return scores
 
 
-@rerankers.register("dual-encoder")
 class DualEncoderReranker(Reranker):
     """Scores (reference, text, candidate) triplets, plus `stage1_weight` times stage one's dense similarity.
 
     The dense similarity is recomputed from the candidates' cached stage-one tokens, whatever retriever proposed
     them, so the combination is the same on top of a dense or a sparse stage one (a sparse dot product has another
     scale). `stage1_weight=None` uses 1 / stage one's temperature: the combination the tiny model's stage two was
-    trained to correct. The reference wiring ranks by the stage-two logit alone (`stage1_weight=0`).
+    trained to correct; a pretrained tag's own calibrated weight comes with its model (`pretrained_cfg`). The
+    reference wiring ranks by the stage-two logit alone (`stage1_weight=0`).
+
+    Settings (`stage_two` of a config): `stage1_weight`, `batch_size` (gallery images per encoder batch).
     """
 
     name = "dual-encoder"
@@ -56,13 +57,16 @@ class DualEncoderReranker(Reranker):
         cache: FeatureCache | None = None,
         stage1_weight: float | None = None,
         batch_size: int = 64,
-        device: str = "cpu",
-        autocast_bf16: bool = False,
     ) -> None:
         if model.stage2 is None:
-            raise ValueError(f"model {model.config.name} has no stage-two weights")
+            raise CirError(
+                f"model {model.config.name!r} has no stage-two weights: give model.stage2 (a checkpoint), "
+                "or run stage one alone (stage_two: null)"
+            )
         self.model = model
-        self.encoder = TowerEncoder(model, reranker_tower(model), cache, batch_size, device, autocast_bf16)
+        self.encoder = TowerEncoder(model, reranker_tower(model), cache, batch_size)
+        if stage1_weight is None:
+            stage1_weight = model.pretrained_cfg.get("stage1_weight")
         if stage1_weight is None:
             stage1_weight = 1.0 / model.stage1.temp.clamp(1e-3, 0.5).item()
         if stage1_weight and not model.config.share_stage2_vision:
@@ -75,6 +79,10 @@ class DualEncoderReranker(Reranker):
     def index(self, gallery: Gallery) -> None:
         self.encoder.index(gallery)
 
+    @property
+    def images_encoded(self) -> int | None:
+        return None if self.encoder.features is None else self.encoder.features.encoded
+
     def stage_one_states(self, run: Run) -> QueryStates | None:
         """The run's query encodings if they are what this reranker would compute: the same stage-one weights and
         precision, with reference tokens from the same tower."""
@@ -86,7 +94,7 @@ class DualEncoderReranker(Reranker):
     def rerank(self, queries: Sequence[Query], run: Run, k: int | None = None) -> Run:
         out = Run(name=f"{run.name} >> {self.name}")
         states = self.stage_one_states(run)
-        for query in queries:
+        for query in progress(queries, len(queries), 1, "stage two"):
             first = run[query.id]
             depth = len(first) if k is None else min(k, len(first))
             head_ids = first.ids[:depth]

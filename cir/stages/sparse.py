@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..cache import FeatureCache
-from ..registry import retrievers
+from ..errors import CirError
 from ..types import Gallery, Query, Ranking, Run
 from .dense import DenseRetriever
 from .sparse_head import SparseEncoder
@@ -18,9 +18,12 @@ from .sparse_explain import explain
 from ..index.sparse import SparseIndex
 
 
-@retrievers.register("sparse")
 class SparseRetriever(DenseRetriever):
-    """The dense retriever's encoders, followed by the dense-to-sparse heads and an inverted index."""
+    """The dense retriever's encoders, followed by the dense-to-sparse heads and an inverted index.
+
+    Settings (`stage_one` of a config): `sparse_head` (a heads file, or a SparseEncoder; default: the heads that
+    came with the model's pretrained tag), `index` (csr | seismic), `index_params`, `batch_size`.
+    """
 
     name = "sparse"
 
@@ -28,18 +31,18 @@ class SparseRetriever(DenseRetriever):
         self,
         model,
         cache: FeatureCache | None = None,
-        head: str | SparseEncoder | None = None,
+        sparse_head: str | SparseEncoder | None = None,
         index: str = "csr",
         index_params: dict | None = None,
         batch_size: int = 64,
-        device: str = "cpu",
-        autocast_bf16: bool = False,
     ) -> None:
-        super().__init__(model, cache, index, index_params, batch_size, device, autocast_bf16)
+        super().__init__(model, cache, index, index_params, batch_size)
+        head = sparse_head if sparse_head is not None else model.pretrained_cfg.get("sparse_head")
         if head is None:
-            from ..models.pretrained import default_sparse_head
-
-            head = default_sparse_head()
+            raise CirError(
+                f"model {model.name!r} came with no sparse heads (no pretrained tag that ships them): "
+                "give stage_one.sparse_head"
+            )
         self.sparse = head if isinstance(head, SparseEncoder) else SparseEncoder.load(head, model)
         self._sparse_index: SparseIndex | None = None
         self.image_vectors = None
@@ -54,7 +57,7 @@ class SparseRetriever(DenseRetriever):
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._sparse_index is None:
-            raise RuntimeError("call index(gallery) before search()")
+            raise CirError(f"{self.name} retriever: call index(gallery) before search()")
         embeddings, states = self.encode(queries)
         scores, ids = self._sparse_index.search(self.sparse.encode(embeddings, "query"), k)
         rankings = (Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))

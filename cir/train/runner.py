@@ -58,7 +58,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     if stage1_path is None:
         raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
     stages = ("stage1",) if stage == "sparse" else ("stage1", "stage2")
-    model = create_model(cfg.model.name, checkpoint=stage1_path, stages=stages)
+    model = create_model(cfg.model.name, stage1_path, stages=stages)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
         return fit(SparseTask(model, data, val_set, **opts), tcfg, out, resume, weights_name="sparse")

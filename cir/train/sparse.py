@@ -135,7 +135,7 @@ class SparseTask(TripletTask):
         from ..stages.sparse import SparseRetriever
 
         b = self.val_benchmark
-        retriever = SparseRetriever(self.model, head=self.module.eval())
+        retriever = SparseRetriever(self.model, sparse_head=self.module.eval())
         retriever.index(b.gallery)
         metrics = b.evaluate(retriever.search(b.queries, 51))
         out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}

@@ -194,7 +194,7 @@ class Stage2Task(TripletTask):
 
         b = self.val_benchmark
         reranker = DualEncoderReranker(self.model, stage1_weight=self.stage1_weight)
-        pipeline = Pipeline(DenseRetriever(self.model), reranker, b.top_k, b.exclude_reference)
+        pipeline = Pipeline(DenseRetriever(self.model), [(reranker, None)], b.top_k, b.exclude_reference)
         pipeline.index(b.gallery)
         runs = pipeline.run(b.queries, depth=len(b.gallery))
         for stage, run in runs.items():
