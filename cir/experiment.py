@@ -88,6 +88,8 @@ def run_for_file(run: Run, benchmark, depth: int = 100) -> Run:
 
 
 def evaluate(cfg: Config, split: str | None = None) -> Evaluation:
+    from .eval.metrics import evaluate as score_run
+
     benchmark = open_benchmark(cfg, split)
     model = load_model(cfg)
     pipeline = build_pipeline(cfg, model, benchmark.top_k)
@@ -101,5 +103,5 @@ def evaluate(cfg: Config, split: str | None = None) -> Evaluation:
     result = Evaluation(benchmark, runs, images_encoded=encoded, index_seconds=index_seconds)
     if benchmark.targets is not None:
         for stage, run in runs.items():
-            result.metrics[stage] = {**benchmark.evaluate(run), "ms/query": pipeline.times.ms_per_query(stage)}
+            result.metrics[stage] = {**score_run(benchmark, run), "ms/query": pipeline.times.ms_per_query(stage)}
     return result

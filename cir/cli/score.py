@@ -9,7 +9,7 @@ from typing import Any
 from ..data import BENCHMARK_NAMES, FASHIONIQ_CATEGORIES, Benchmark, load_benchmark, load_fashioniq_categories
 from ..data.fashioniq import REPORTED
 from ..errors import CirError
-from ..eval.metrics import summarize_categories
+from ..eval.metrics import evaluate, summarize_categories
 from ..eval.report import render_report, write_report_csv, write_report_json
 from ..machine import machine_description
 from ..eval.significance import TESTS, compare_runs
@@ -83,7 +83,7 @@ def score_split(benchmark: Benchmark, runs: dict[str, Run], args: argparse.Names
     caption = f"{benchmark.protocol}\n{machine_description()}"
     extra: dict[str, Any] = {"benchmark": describe(benchmark)}
     if len(runs) == 1:
-        rows = {name: benchmark.evaluate(run) for name, run in runs.items()}
+        rows = {name: evaluate(benchmark, run) for name, run in runs.items()}
         console.print(render_report(benchmark.label, rows, caption))
     else:
         comparison = compare_runs(benchmark, runs, alpha=args.alpha, test=args.test, caption=caption)

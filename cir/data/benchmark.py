@@ -1,8 +1,7 @@
 """The Benchmark: one split's queries, gallery, ground truth and scoring protocol, and `load_benchmark`.
 
-Scoring lives in `cir.eval` (validation, metrics); a Benchmark only holds what the protocol needs and hands itself to
-those functions, so every system, ours or not, is judged by the same code. (They are imported inside the methods
-because `cir.eval` imports this module.)
+Scoring lives in `cir.eval` (`validate_run`, `per_query_scores`, `evaluate`): a Benchmark only holds what the
+protocol needs, and every system, ours or not, is judged by the same code there. `cir.data` never imports `cir.eval`.
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Container, Mapping
 
-import numpy as np
-
 from ..errors import CirError, DatasetNotFoundError, FormatError
 from ..io import read_json
-from ..types import Gallery, Query, Run
+from ..types import Gallery, Query
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +60,6 @@ class Benchmark:
         if len(self.gallery):
             return image_id in self.gallery
         return self.id_pattern is not None and re.fullmatch(self.id_pattern, image_id) is not None
-
-    def validate(self, run: Run) -> None:
-        """Raise FormatError / UnknownIdError naming the query and id if `run` cannot be scored on this split."""
-        from ..eval.validate import validate_run
-
-        validate_run(self, run)
-
-    def per_query(self, run: Run) -> dict[str, np.ndarray]:
-        """Per-query metric values in percent, in the order of `queries` (their means are `evaluate`)."""
-        from ..eval.metrics import per_query_scores
-
-        return per_query_scores(self, run)
-
-    def evaluate(self, run: Run) -> dict[str, float]:
-        """Validate `run` and return every metric of `metric_names`, in percent."""
-        return {name: float(values.mean()) for name, values in self.per_query(run).items()}
 
 
 def load_benchmark(

@@ -22,6 +22,7 @@ from ..errors import CirError, FormatError
 from ..io import read_json, write_text
 from ..types import Run
 from .metrics import restrict_to, without_reference
+from .validate import validate_run
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ CIRCO_LENGTH = 50
 
 def build_submission(benchmark: Benchmark, run: Run) -> dict[str, dict[str, Any]]:
     """File name -> content of the server files for `run` (CIRR: two files, CIRCO: one), checked."""
-    benchmark.validate(run)
+    validate_run(benchmark, run)
     if benchmark.name == "cirr":
         files = {
             f"cirr_{benchmark.split}_pred_ranks_{metric}.json": _cirr_file(benchmark, run, metric)
