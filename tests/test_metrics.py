@@ -138,7 +138,8 @@ def expected_average_precision(k: int, relevant: int, candidates: int) -> float:
 
 
 def test_random_circo_run_matches_expectation(circo_val):
-    """Each query ranks its reference, its ground truths and 40 distractors in a random order."""
+    """Each query ranks its reference, its ground truths and 40 distractors in a random order; the reference stays in
+    the ranking (the official protocol), so it is one more distractor."""
     rng = np.random.default_rng(2)
     distractors = [str(10_000_000 + i) for i in range(40)]
     rankings, expected = {}, {k: [] for k in (5, 10, 25, 50)}
@@ -146,7 +147,7 @@ def test_random_circo_run_matches_expectation(circo_val):
         pool = [query.reference, *circo_val.targets[query.id], *distractors]
         rankings[query.id] = [pool[i] for i in rng.permutation(len(pool))]
         for k in expected:
-            expected[k].append(expected_average_precision(k, len(circo_val.targets[query.id]), len(pool) - 1))
+            expected[k].append(expected_average_precision(k, len(circo_val.targets[query.id]), len(pool)))
     per_query = per_query_scores(circo_val, make_run(rankings))
     for k, values in expected.items():
         observed = per_query[f"map@{k}"]

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", metavar="DIR", help="the benchmark's annotation folder")
     parser.add_argument("--category", choices=FASHIONIQ_CATEGORIES, help="FashionIQ category (default: all three)")
     parser.add_argument("--release", help="CIRR release (default: the only one in --root)")
+    parser.add_argument(
+        "--exclude-reference", action=argparse.BooleanOptionalAction, default=None,
+        help="drop (or, with --no-exclude-reference, keep) each query's reference image before scoring; default: the "
+        "benchmark's official rule (CIRR drops it, FashionIQ and CIRCO keep it). A departure is not the official "
+        "protocol, and the caption says so",
+    )
     parser.add_argument("--test", choices=TESTS, default="t-test", help="paired significance test (several runs)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     parser.add_argument("--json", metavar="FILE", help="write every metric, in percent, as JSON")
@@ -44,14 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def score(args: argparse.Namespace) -> int:
     if args.benchmark == "fashioniq" and args.category is None:
-        benchmarks = load_fashioniq_categories(args.root, args.split)
+        benchmarks = load_fashioniq_categories(args.root, args.split, exclude_reference=args.exclude_reference)
         if not all(CATEGORY_FIELD in path for path in args.run):
             raise CirError(
                 f"FashionIQ without --category scores all three categories: give run paths containing "
                 f"{CATEGORY_FIELD} (e.g. runs/fiq.{CATEGORY_FIELD}.json), or pass --category"
             )
     else:
-        benchmark = load_benchmark(args.benchmark, args.root, args.split, category=args.category, release=args.release)
+        benchmark = load_benchmark(
+            args.benchmark, args.root, args.split, category=args.category, release=args.release,
+            exclude_reference=args.exclude_reference,
+        )
         benchmarks = {benchmark.category or benchmark.name: benchmark}
 
     scored = {key: score_split(b, load_runs(args.run, b.category), args) for key, b in benchmarks.items()}

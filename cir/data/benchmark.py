@@ -62,6 +62,19 @@ class Benchmark:
         return self.id_pattern is not None and re.fullmatch(self.id_pattern, image_id) is not None
 
 
+def reference_rule(exclude_reference: bool | None, official: bool, source: str) -> tuple[bool, str]:
+    """The reference rule a split is scored under, and its words for the protocol caption.
+
+    `exclude_reference` None follows the benchmark's own rule `official` (which `source` names, e.g. "the official
+    evaluation code"); a departure from it is captioned as not the official protocol, whose figures are not comparable.
+    """
+    exclude = official if exclude_reference is None else bool(exclude_reference)
+    rule = "reference excluded" if exclude else "reference kept"
+    if exclude == official:
+        return exclude, f"{rule}, as {source}"
+    return exclude, f"{rule} (not the official protocol: figures not comparable)"
+
+
 def load_benchmark(
     name: str,
     root: str | os.PathLike | None,
@@ -69,12 +82,19 @@ def load_benchmark(
     category: str | None = None,
     release: str | None = None,
     image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> Benchmark:
-    """Read one split of `name` ("cirr", "fashioniq" with a category, "circo") from its annotation folder `root`."""
+    """Read one split of `name` ("cirr", "fashioniq" with a category, "circo") from its annotation folder `root`.
+
+    `exclude_reference`: whether a query's own reference image is dropped from its ranking before scoring. None (the
+    default) is the benchmark's official rule: excluded on CIRR (its test server refuses it), kept on FashionIQ and
+    CIRCO (CIRCO's official evaluation code scores the ranking as submitted). True or False overrides it on any
+    benchmark, and the protocol caption then says that the figures are not comparable with the literature's.
+    """
     if name == "cirr":
         from .cirr import load_cirr
 
-        benchmark = load_cirr(root, split, release=release, image_root=image_root)
+        benchmark = load_cirr(root, split, release=release, image_root=image_root, exclude_reference=exclude_reference)
     elif name == "fashioniq":
         from .fashioniq import load_fashioniq
 
@@ -83,11 +103,11 @@ def load_benchmark(
                 "FashionIQ is scored per category: give a category (dress, shirt, toptee), "
                 "or use cir.data.load_fashioniq_categories for all three"
             )
-        benchmark = load_fashioniq(root, split, category, image_root=image_root)
+        benchmark = load_fashioniq(root, split, category, image_root=image_root, exclude_reference=exclude_reference)
     elif name == "circo":
         from .circo import load_circo
 
-        benchmark = load_circo(root, split, image_root=image_root)
+        benchmark = load_circo(root, split, image_root=image_root, exclude_reference=exclude_reference)
     else:
         raise CirError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARK_NAMES)})")
     log.info("%s: %d queries, %d gallery images", benchmark.label, len(benchmark.queries), len(benchmark.gallery))
