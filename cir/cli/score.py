@@ -13,6 +13,7 @@ from ..eval.metrics import evaluate, summarize_categories
 from ..eval.report import render_report, write_report_csv, write_report_json
 from ..machine import machine_description
 from ..eval.significance import TESTS, compare_runs
+from ..eval.validate import warn_if_misordered
 from ..types import Run
 from .console import console
 
@@ -83,6 +84,7 @@ def load_runs(paths: list[str], category: str | None) -> dict[str, Run]:
         path = template.replace(CATEGORY_FIELD, category) if category else template
         run = Run.load(path)
         run.name = path
+        warn_if_misordered(run)
         runs[stem if stems.count(stem) == 1 else template] = run
     return runs
 
