@@ -70,7 +70,7 @@ class Pipeline:
     """Stage one, an optional stage two, and the cut-off K between them.
 
     `exclude_reference` drops a query's own reference image from its results (CIRR's rule, and what a catalogue
-    search wants); FashionIQ's protocol keeps it.
+    search wants); the FashionIQ and CIRCO protocols keep it.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The Benchmark: one split's queries, gallery, ground truth and scoring protocol, and `load_benchmark`.
 
 Scoring lives in `cir.eval` (`validate_run`, `per_query_scores`, `evaluate`): a Benchmark only holds what the
-protocol needs, and every system, ours or not, is judged by the same code there. `cir.data` never imports `cir.eval`.
+protocol needs, and every system, ours or not, is judged by the same code there (`cir.data` does not depend on it).
 """
 
 from __future__ import annotations
