@@ -27,6 +27,7 @@ class BenchmarkConfig:
     category: str | None = None
     image_root: str | None = None
     train_split: str = "train"
+    exclude_reference: bool | None = None  # None: the protocol's own rule (CIRR excludes; FashionIQ, CIRCO keep)
 
 
 @dataclass

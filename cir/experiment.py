@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Config
+from .eval import evaluate as score_run
 from .pipeline import Pipeline
 from .types import Ranking, Run
 
@@ -18,7 +19,8 @@ def open_benchmark(cfg: Config, split: str | None = None):
 
     b = cfg.benchmark
     return load_benchmark(
-        b.name, b.root, split or b.split, category=b.category, release=b.release, image_root=b.image_root
+        b.name, b.root, split or b.split, category=b.category, release=b.release, image_root=b.image_root,
+        exclude_reference=b.exclude_reference,
     )
 
 
@@ -67,5 +69,5 @@ def evaluate(cfg: Config, split: str | None = None, model=None) -> Evaluation:
                         index_seconds=index_seconds)
     if benchmark.targets is not None:
         for stage, run in runs.items():
-            result.metrics[stage] = {**benchmark.evaluate(run), "ms/query": pipeline.times.ms_per_query(stage)}
+            result.metrics[stage] = {**score_run(benchmark, run), "ms/query": pipeline.times.ms_per_query(stage)}
     return result

@@ -7,9 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -73,8 +74,26 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Pat
     return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Read JSON, turning a missing or malformed file into a CirError that names it."""
+class JsonObject(dict):
+    """A JSON object read with `object_pairs_hook=keep_repeated_keys`: `repeated` names the keys the file gives more
+    than once, in order of first appearance (the dict keeps the last copy, as `json` does)."""
+
+    repeated: list[str]
+
+
+def keep_repeated_keys(pairs: list[tuple[str, Any]]) -> JsonObject:
+    """An `object_pairs_hook` that records repeated keys instead of letting the last copy win silently."""
+    obj = JsonObject(pairs)
+    obj.repeated = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1] if len(obj) < len(pairs) else []
+    return obj
+
+
+def read_json(
+    path: str | os.PathLike,
+    what: str = "JSON file",
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
+    """Read JSON, turning a missing or malformed file into a CirError that names it; `object_pairs_hook` as in `json`."""
     from .errors import DatasetNotFoundError, FormatError
 
     path = Path(path)
@@ -82,7 +101,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DatasetNotFoundError(f"{what} not found: {path}")
     try:
         with path.open(encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .errors import DatasetNotFoundError, FormatError, UnknownIdError
-from .io import read_json, write_json
+from .io import keep_repeated_keys, read_json, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -69,9 +70,17 @@ class Run(dict):
 
     @classmethod
     def from_json(cls, data: object, source: str = "run", name: str | None = None) -> "Run":
-        """Parse the run format. Also accepts plain id lists (`{"qid": ["id", ...]}`, scores = descending ranks)."""
+        """Parse the run format. Also accepts plain id lists (`{"qid": ["id", ...]}`, scores = descending ranks).
+
+        Image ids may be JSON integers where a benchmark's ids are (CIRCO's COCO ids, as in its official example
+        submission); they are stored as their decimal strings. A query given twice (a repeated key, seen when `data`
+        was read by `Run.load`) and a NaN or infinite score are FormatErrors naming `source`, the query and the entry.
+        """
         if not isinstance(data, dict):
             raise FormatError(f"{source}: a run file holds a JSON object of query id -> ranked list")
+        repeated = getattr(data, "repeated", None)
+        if repeated:
+            raise FormatError(f"{source}: query {repeated[0]} appears more than once (a repeated key in the JSON object)")
         run = cls(name=name or Path(source).stem)
         for qid, entries in data.items():
             if not isinstance(entries, list):
@@ -79,27 +88,43 @@ class Run(dict):
             ids: list[str] = []
             scores: list[float] = []
             for rank, entry in enumerate(entries):
-                if isinstance(entry, str):
-                    ids.append(entry)
+                where = f"{source}: query {qid}, entry {rank}"
+                if _is_image_id(entry):
+                    ids.append(str(entry))
                     scores.append(float(len(entries) - rank))
                 elif (
                     isinstance(entry, (list, tuple))
                     and len(entry) == 2
-                    and isinstance(entry[0], str)
+                    and _is_image_id(entry[0])
                     and isinstance(entry[1], (int, float))
                 ):
-                    ids.append(entry[0])
-                    scores.append(float(entry[1]))
+                    ids.append(str(entry[0]))
+                    scores.append(_finite_score(entry[1], where))
                 else:
-                    raise FormatError(
-                        f"{source}: query {qid}, entry {rank}: expected [\"image id\", score] or \"image id\", got {entry!r}"
-                    )
+                    raise FormatError(f"{where}: expected [\"image id\", score] or \"image id\", got {entry!r:.80}")
             run[str(qid)] = Ranking(str(qid), ids, scores)
         return run
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Run":
-        return cls.from_json(read_json(path, "run file"), source=str(path))
+        """Read a run file (see `from_json`); a query named twice in the file is an error, not a silent overwrite."""
+        return cls.from_json(read_json(path, "run file", object_pairs_hook=keep_repeated_keys), source=str(path))
+
+
+def _is_image_id(value: object) -> bool:
+    """A run's image id: a string, or a JSON integer (never a bool) standing for its decimal string."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _finite_score(value: float, where: str) -> float:
+    """`value` as a float, or a FormatError naming `where` if it is NaN or infinite (Python's json reads both)."""
+    try:
+        score = float(value)
+    except OverflowError:
+        score = math.inf
+    if not math.isfinite(score):
+        raise FormatError(f"{where}: score {value!r:.40} is not a finite number")
+    return score
 
 
 def open_image(path: str | os.PathLike):

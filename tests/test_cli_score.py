@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 
 import pytest
 
 from cir.cli import main
+from cir.errors import FormatError
 from cir.types import Ranking, Run
 
 
@@ -76,7 +79,7 @@ def one_line_error(capsys) -> str:
 
 def test_malformed_run_file_exits_2(benchmarks_dir, tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"12060": [["dev-244-0-img0", 1.0], 7]}))
+    bad.write_text(json.dumps({"12060": [["dev-244-0-img0", 1.0], 7.5]}))  # an integer would be an image id
     code = main(["score", "cirr", "--root", str(benchmarks_dir / "cirr"), "--run", str(bad)])
     assert code == 2
     err = one_line_error(capsys)
@@ -140,3 +143,64 @@ def test_console_script_runs(benchmarks_dir, cirr_runs):
     )
     assert result.returncode == 0, result.stderr
     assert "100.00" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"0": ["271520", "355099"], "1": ["528417"], "0": ["534704"]}',
+         "query 0 appears more than once"),
+        ('{"0": [["271520", 2.0], ["355099", NaN]]}', "query 0, entry 1: score nan is not a finite number"),
+        ('{"0": [["271520", 2.0]], "5": [["355099", 1.0], ["528417", -Infinity]]}',
+         "query 5, entry 1: score -inf is not a finite number"),
+    ],
+    ids=["repeated query", "NaN", "infinity"],
+)
+def test_run_file_defects_are_one_line_errors(benchmarks_dir, tmp_path, capsys, text, message):
+    """A query given twice (the last copy used to win silently) and non-finite scores name the file, query and entry."""
+    path = tmp_path / "defect.json"
+    path.write_text(text)
+    with pytest.raises(FormatError, match=f"^{re.escape(str(path))}: {re.escape(message)}"):
+        Run.load(path)
+    assert main(["score", "circo", "--root", str(benchmarks_dir / "circo"), "--run", str(path)]) == 2
+    err = one_line_error(capsys)
+    assert str(path) in err and message in err
+
+
+def test_integer_ids_are_read_as_decimal_strings_never_bools(tmp_path):
+    path = tmp_path / "ints.json"
+    path.write_text('{"0": [271520, 355099], "1": [[528417, 0.5], ["534704", 0.25]]}')
+    run = Run.load(path)
+    assert run["0"].ids == ["271520", "355099"] and run["0"].scores == [2.0, 1.0]
+    assert run["1"].ids == ["528417", "534704"] and run["1"].scores == [0.5, 0.25]
+    path.write_text('{"0": [271520, true]}')
+    with pytest.raises(FormatError, match="query 0, entry 1: expected"):
+        Run.load(path)
+
+
+def test_scores_against_the_order_warn_once_per_run(benchmarks_dir, circo_val, tmp_path, caplog):
+    """Two queries whose scores rise down the list: one warning for the run, naming it and the first such query."""
+    rankings = []
+    for index, query in enumerate(circo_val.queries):
+        ids = list(circo_val.targets[query.id])
+        scores = [float(-r) for r in range(len(ids))]
+        if index in (3, 7):
+            scores = scores[::-1] if len(ids) > 1 else scores
+            ids = ids + ["1"]
+            scores = scores + [scores[-1] + 1.0]
+        rankings.append(Ranking(query.id, ids, scores))
+    path = Run(rankings).save(tmp_path / "misordered.json")
+    root = str(benchmarks_dir / "circo")
+    with caplog.at_level(logging.WARNING, logger="cir"):
+        assert main(["score", "circo", "--root", root, "--run", str(path)]) == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert str(path) in message and f"query {circo_val.queries[3].id} (and 1 more)" in message
+    assert "the order of the ids is what gets scored" in message
+
+    caplog.clear()
+    ordered = Run(Ranking(q.id, circo_val.targets[q.id], [1.0] * len(circo_val.targets[q.id])) for q in circo_val.queries)
+    with caplog.at_level(logging.WARNING, logger="cir"):
+        assert main(["score", "circo", "--root", root, "--run", str(ordered.save(tmp_path / "ties.json"))]) == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # ties never contradict the order

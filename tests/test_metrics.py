@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cir.errors import CirError, FormatError, UnknownIdError
+from cir.eval import evaluate, per_query_scores, validate_run
 from cir.eval.metrics import (
     average_precision_at,
     hit_at,
@@ -61,7 +62,7 @@ def test_query_scores_combines_rules():
 def test_perfect_runs_score_100(cirr_val, fashioniq_val, circo_val):
     for bench in (cirr_val, fashioniq_val["toptee"], circo_val):
         run = make_run({q.id: list(bench.targets[q.id]) for q in bench.queries})
-        scores = bench.evaluate(run)
+        scores = evaluate(bench, run)
         assert list(scores) == bench.metric_names
         assert all(value == pytest.approx(100.0) for value in scores.values()), (bench.label, scores)
 
@@ -69,7 +70,7 @@ def test_perfect_runs_score_100(cirr_val, fashioniq_val, circo_val):
 def test_reference_first_target_second(cirr_val, fashioniq_val):
     for bench, expected_r1 in ((cirr_val, 100.0), (fashioniq_val["dress"], 0.0)):
         run = make_run({q.id: [q.reference, bench.targets[q.id][0]] for q in bench.queries})
-        scores = bench.evaluate(run)
+        scores = evaluate(bench, run)
         assert scores["recall@1"] == expected_r1, bench.label
         assert scores["recall@5"] == 100.0
 
@@ -77,8 +78,8 @@ def test_reference_first_target_second(cirr_val, fashioniq_val):
 def test_per_query_means_are_the_metrics(fashioniq_val):
     bench = fashioniq_val["shirt"]
     run = make_run({q.id: [bench.targets[q.id][0]] if int(q.id) % 3 == 0 else [q.reference] for q in bench.queries})
-    per_query = bench.per_query(run)
-    scores = bench.evaluate(run)
+    per_query = per_query_scores(bench, run)
+    scores = evaluate(bench, run)
     assert {m: float(v.mean()) for m, v in per_query.items()} == scores
     assert per_query["recall@10"].shape == (len(bench.queries),)
     assert scores["recall@10"] == pytest.approx(100 * len(range(0, len(bench.queries), 3)) / len(bench.queries))
@@ -106,7 +107,7 @@ def test_random_cirr_run_matches_expectation(cirr_val):
         missed = [m for m in cirr_val.subsets[query.id] if m not in head]
         rankings[query.id] = head + [missed[i] for i in rng.permutation(len(missed))]
     run = make_run(rankings)
-    scores = cirr_val.evaluate(run)
+    scores = evaluate(cirr_val, run)
     expected = {f"recall@{k}": k / (n_images - 1) for k in (1, 5, 10, 50)}
     expected |= {f"recall_subset@{k}": k / 5 for k in (1, 2, 3)}
     for metric, p in expected.items():
@@ -121,7 +122,7 @@ def test_random_fashioniq_run_matches_expectation(fashioniq_val):
     for category, bench in fashioniq_val.items():
         ids, n_images = bench.gallery.ids, len(bench.gallery)
         run = make_run({q.id: list(itemgetter(*rng.choice(n_images, 50, replace=False))(ids)) for q in bench.queries})
-        scores = bench.evaluate(run)
+        scores = evaluate(bench, run)
         for k in (1, 5, 10, 50):
             p = k / n_images
             assert_near(scores[f"recall@{k}"], 100 * p, bernoulli_se(p, len(bench.queries)), f"{category} R@{k}")
@@ -137,7 +138,8 @@ def expected_average_precision(k: int, relevant: int, candidates: int) -> float:
 
 
 def test_random_circo_run_matches_expectation(circo_val):
-    """Each query ranks its reference, its ground truths and 40 distractors in a random order."""
+    """Each query ranks its reference, its ground truths and 40 distractors in a random order; the reference stays in
+    the ranking (the official protocol), so it is one more distractor."""
     rng = np.random.default_rng(2)
     distractors = [str(10_000_000 + i) for i in range(40)]
     rankings, expected = {}, {k: [] for k in (5, 10, 25, 50)}
@@ -145,8 +147,8 @@ def test_random_circo_run_matches_expectation(circo_val):
         pool = [query.reference, *circo_val.targets[query.id], *distractors]
         rankings[query.id] = [pool[i] for i in rng.permutation(len(pool))]
         for k in expected:
-            expected[k].append(expected_average_precision(k, len(circo_val.targets[query.id]), len(pool) - 1))
-    per_query = circo_val.per_query(make_run(rankings))
+            expected[k].append(expected_average_precision(k, len(circo_val.targets[query.id]), len(pool)))
+    per_query = per_query_scores(circo_val, make_run(rankings))
     for k, values in expected.items():
         observed = per_query[f"map@{k}"]
         standard_error = observed.std(ddof=1) / np.sqrt(len(observed))
@@ -156,7 +158,7 @@ def test_random_circo_run_matches_expectation(circo_val):
 def test_short_runs_are_scored(cirr_val):
     """A run may stop early: what it leaves out never counts as a hit."""
     run = make_run({q.id: [] for q in cirr_val.queries})
-    assert all(v == 0.0 for v in cirr_val.evaluate(run).values())
+    assert all(v == 0.0 for v in evaluate(cirr_val, run).values())
 
 
 def test_validation_names_query_and_id(cirr_val):
@@ -166,33 +168,33 @@ def test_validation_names_query_and_id(cirr_val):
     missing = dict(good)
     del missing[second.id]
     with pytest.raises(FormatError, match=f"no ranking for query '{second.id}'"):
-        cirr_val.validate(make_run(missing))
+        validate_run(cirr_val, make_run(missing))
 
     with pytest.raises(UnknownIdError, match="query '999999' is not a query of CIRR rc2 val"):
-        cirr_val.validate(make_run({**good, "999999": []}))
+        validate_run(cirr_val, make_run({**good, "999999": []}))
 
     stranger = {**good, first.id: [cirr_val.targets[first.id][0], "test1-147-1-img1"]}
     with pytest.raises(UnknownIdError, match=f"query '{first.id}' ranks image 'test1-147-1-img1', which is not in"):
-        cirr_val.evaluate(make_run(stranger))
+        evaluate(cirr_val, make_run(stranger))
 
     target = cirr_val.targets[first.id][0]
     twice = {**good, first.id: [target, first.reference, target]}
     with pytest.raises(FormatError, match=f"query '{first.id}' ranks image '{target}' more than once"):
-        cirr_val.evaluate(make_run(twice))
+        evaluate(cirr_val, make_run(twice))
 
 
 def test_unknown_gallery_checks_id_form(circo_val):
     run = make_run({q.id: [] for q in circo_val.queries})
     run[circo_val.queries[0].id] = Ranking(circo_val.queries[0].id, ["000000271520"], [1.0])
     with pytest.raises(UnknownIdError, match="'000000271520'.*gallery not loaded"):
-        circo_val.validate(run)
+        validate_run(circo_val, run)
 
 
 def test_no_ground_truth_on_test_splits(cirr_test1):
     run = make_run({q.id: [] for q in cirr_test1.queries})
-    cirr_test1.validate(run)
+    validate_run(cirr_test1, run)
     with pytest.raises(CirError, match="no ground truth.*cir submit"):
-        cirr_test1.evaluate(run)
+        evaluate(cirr_test1, run)
 
 
 def test_summarize_categories():

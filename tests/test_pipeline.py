@@ -18,6 +18,7 @@ from cir.cli import main as cli_main
 from cir.config import Config
 from cir.data import load_benchmark
 from cir.errors import CirError, FormatError, UnknownIdError
+from cir.eval import evaluate
 from cir.experiment import run_for_file
 from cir.pipeline import Pipeline
 from cir.stages.dense import DenseRetriever
@@ -143,10 +144,10 @@ def test_feature_cache_hits_and_rebuilds(tiny_model, val, tmp_path) -> None:
 
 def test_run_for_file_rescores_identically(pipeline, val) -> None:
     runs = pipeline.run(val.queries, depth=len(val.gallery))
-    full = val.evaluate(runs["stage2"])
+    full = evaluate(val, runs["stage2"])
     cut = run_for_file(runs["stage2"], val, depth=60)
     assert max(len(r) for r in cut.values()) <= 60 + 5
-    assert val.evaluate(cut) == full
+    assert evaluate(val, cut) == full
 
 
 def test_config_errors_name_the_key_and_file(tmp_path) -> None:
@@ -171,7 +172,7 @@ def test_cir_eval_writes_runs_and_metrics_then_hits_the_cache(synth_tiny, tiny_m
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics) == {"stage1", "stage2"}
     assert {"recall@1", "recall@50", "recall_subset@1", "avg", "ms/query"} <= set(metrics["stage1"])
-    rescored = load_benchmark("cirr", synth_tiny, "val").evaluate(Run.load(tmp_path / "out" / "run.stage2.json"))
+    rescored = evaluate(load_benchmark("cirr", synth_tiny, "val"), Run.load(tmp_path / "out" / "run.stage2.json"))
     assert rescored == {k: v for k, v in metrics["stage2"].items() if k != "ms/query"}
     assert "gallery images encoded" in capsys.readouterr().out
     assert cli_main(["eval", "--config", str(config)]) == 0

@@ -122,7 +122,21 @@ def test_circo_counts(circo_val, circo_test):
     assert len(circo_val.queries) == 220 and len(circo_test.queries) == 800
     assert circo_test.targets is None
     assert circo_val.metric_names == ["map@5", "map@10", "map@25", "map@50"]
-    assert circo_val.exclude_reference and circo_val.top_k == 50
+    assert not circo_val.exclude_reference and circo_val.top_k == 50
+    assert "reference kept, as the official evaluation code" in circo_val.protocol
+
+
+def test_reference_rule_is_the_official_one_unless_asked(benchmarks_dir):
+    """None follows each benchmark's own rule; an explicit departure is captioned as not comparable."""
+    excluded = load_benchmark("circo", benchmarks_dir / "circo", "val", exclude_reference=True)
+    assert excluded.exclude_reference
+    assert "reference excluded (not the official protocol: figures not comparable)" in excluded.protocol
+    kept = load_benchmark("circo", benchmarks_dir / "circo", "val", exclude_reference=False)
+    assert not kept.exclude_reference and "as the official evaluation code" in kept.protocol
+    cirr_kept = load_benchmark("cirr", benchmarks_dir / "cirr", "val", exclude_reference=False)
+    assert not cirr_kept.exclude_reference and "reference kept (not the official protocol" in cirr_kept.protocol
+    dress = load_benchmark("fashioniq", benchmarks_dir / "fashioniq", "val", category="dress", exclude_reference=True)
+    assert dress.exclude_reference and "reference excluded (not the official protocol" in dress.protocol
 
 
 def test_circo_entries_and_unknown_gallery(circo_val, benchmarks_dir):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cir.data import load_benchmark
 from cir.errors import CirError, FormatError
 from cir.eval import submission
 from cir.eval.submission import build_submission, check_submission, check_submission_file, write_submission
@@ -113,13 +114,18 @@ def test_cirr_files_built_from_a_run(cirr_test1, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporaries left
 
 
-def test_circo_file_built_from_a_run(circo_test, tmp_path):
+def test_circo_file_built_from_a_run(circo_test, benchmarks_dir, tmp_path):
+    """The official protocol keeps the reference: the file is the run's own top 50, as integers."""
     rankings = {q.id: [q.reference] + [str(100 + i) for i in range(50)] for q in circo_test.queries}
     run = Run(Ranking(qid, ids, [0.0] * len(ids)) for qid, ids in rankings.items())
     (path,) = write_submission(circo_test, run, tmp_path)
     content = json.loads(path.read_text())
-    assert content["0"] == list(range(100, 150))  # integers, reference dropped
+    reference = int(circo_test.query_by_id["0"].reference)
+    assert content["0"] == [reference] + list(range(100, 149))  # integers, reference kept where the run ranks it
     assert check_submission_file(circo_test, path) == "rankings"
+    excluded = load_benchmark("circo", benchmarks_dir / "circo", "test", exclude_reference=True)
+    (path,) = write_submission(excluded, run, tmp_path / "excluded")
+    assert json.loads(path.read_text())["0"] == list(range(100, 150))  # only when asked: reference dropped
 
 
 def test_too_short_runs_are_refused(cirr_test1):

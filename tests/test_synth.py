@@ -23,6 +23,7 @@ from cir.data.synth.phrasing import refer, template_pattern
 from cir.data.synth.plan import plan_split
 from cir.data.synth.scene import CELLS, Scene, SceneObject, random_scene
 from cir.errors import CirError, DatasetNotFoundError
+from cir.eval import evaluate
 from cir.types import Ranking, Run
 
 SPLITS = ("train", "val", "test")
@@ -204,8 +205,8 @@ def test_oracle_scores_100_and_the_reference_alone_cannot_find_the_target(tiny_r
 
         benchmark = load_benchmark("cirr", tiny_root, split)
         assert benchmark.release == "synth" and len(benchmark.queries) == len(entries)
-        assert set(benchmark.evaluate(oracle).values()) == {100.0}
-        scores = benchmark.evaluate(baseline)
+        assert set(evaluate(benchmark, oracle).values()) == {100.0}
+        scores = evaluate(benchmark, baseline)
         assert scores["recall@1"] == pytest.approx(recall_at_1(baseline, entries))
         assert scores["recall@1"] < 10.0
 

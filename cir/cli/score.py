@@ -9,10 +9,11 @@ from typing import Any
 from ..data import BENCHMARK_NAMES, FASHIONIQ_CATEGORIES, Benchmark, load_benchmark, load_fashioniq_categories
 from ..data.fashioniq import REPORTED
 from ..errors import CirError
-from ..eval.metrics import summarize_categories
+from ..eval.metrics import evaluate, summarize_categories
 from ..eval.report import render_report, write_report_csv, write_report_json
 from ..machine import machine_description
 from ..eval.significance import TESTS, compare_runs
+from ..eval.validate import warn_if_misordered
 from ..types import Run
 from .console import console
 
@@ -35,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", metavar="DIR", help="the benchmark's annotation folder")
     parser.add_argument("--category", choices=FASHIONIQ_CATEGORIES, help="FashionIQ category (default: all three)")
     parser.add_argument("--release", help="CIRR release (default: the only one in --root)")
+    parser.add_argument(
+        "--exclude-reference", action=argparse.BooleanOptionalAction, default=None,
+        help="drop (or, with --no-exclude-reference, keep) each query's reference image before scoring; default: the "
+        "benchmark's official rule (CIRR drops it, FashionIQ and CIRCO keep it). A departure is not the official "
+        "protocol, and the caption says so",
+    )
     parser.add_argument("--test", choices=TESTS, default="t-test", help="paired significance test (several runs)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     parser.add_argument("--json", metavar="FILE", help="write every metric, in percent, as JSON")
@@ -44,14 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def score(args: argparse.Namespace) -> int:
     if args.benchmark == "fashioniq" and args.category is None:
-        benchmarks = load_fashioniq_categories(args.root, args.split)
+        benchmarks = load_fashioniq_categories(args.root, args.split, exclude_reference=args.exclude_reference)
         if not all(CATEGORY_FIELD in path for path in args.run):
             raise CirError(
                 f"FashionIQ without --category scores all three categories: give run paths containing "
                 f"{CATEGORY_FIELD} (e.g. runs/fiq.{CATEGORY_FIELD}.json), or pass --category"
             )
     else:
-        benchmark = load_benchmark(args.benchmark, args.root, args.split, category=args.category, release=args.release)
+        benchmark = load_benchmark(
+            args.benchmark, args.root, args.split, category=args.category, release=args.release,
+            exclude_reference=args.exclude_reference,
+        )
         benchmarks = {benchmark.category or benchmark.name: benchmark}
 
     scored = {key: score_split(b, load_runs(args.run, b.category), args) for key, b in benchmarks.items()}
@@ -74,6 +84,7 @@ def load_runs(paths: list[str], category: str | None) -> dict[str, Run]:
         path = template.replace(CATEGORY_FIELD, category) if category else template
         run = Run.load(path)
         run.name = path
+        warn_if_misordered(run)
         runs[stem if stems.count(stem) == 1 else template] = run
     return runs
 
@@ -83,7 +94,7 @@ def score_split(benchmark: Benchmark, runs: dict[str, Run], args: argparse.Names
     caption = f"{benchmark.protocol}\n{machine_description()}"
     extra: dict[str, Any] = {"benchmark": describe(benchmark)}
     if len(runs) == 1:
-        rows = {name: benchmark.evaluate(run) for name, run in runs.items()}
+        rows = {name: evaluate(benchmark, run) for name, run in runs.items()}
         console.print(render_report(benchmark.label, rows, caption))
     else:
         comparison = compare_runs(benchmark, runs, alpha=args.alpha, test=args.test, caption=caption)

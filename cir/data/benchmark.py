@@ -1,8 +1,7 @@
 """The Benchmark: one split's queries, gallery, ground truth and scoring protocol, and `load_benchmark`.
 
-Scoring lives in `cir.eval` (validation, metrics); a Benchmark only holds what the protocol needs and hands itself to
-those functions, so every system, ours or not, is judged by the same code. (They are imported inside the methods
-because `cir.eval` imports this module.)
+Scoring lives in `cir.eval` (`validate_run`, `per_query_scores`, `evaluate`): a Benchmark only holds what the
+protocol needs, and every system, ours or not, is judged by the same code there (`cir.data` does not depend on it).
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Container, Mapping
 
-import numpy as np
-
 from ..errors import CirError, DatasetNotFoundError, FormatError
 from ..io import read_json
-from ..types import Gallery, Query, Run
+from ..types import Gallery, Query
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +61,18 @@ class Benchmark:
             return image_id in self.gallery
         return self.id_pattern is not None and re.fullmatch(self.id_pattern, image_id) is not None
 
-    def validate(self, run: Run) -> None:
-        """Raise FormatError / UnknownIdError naming the query and id if `run` cannot be scored on this split."""
-        from ..eval.validate import validate_run
 
-        validate_run(self, run)
+def reference_rule(exclude_reference: bool | None, official: bool, source: str) -> tuple[bool, str]:
+    """The reference rule a split is scored under, and its words for the protocol caption.
 
-    def per_query(self, run: Run) -> dict[str, np.ndarray]:
-        """Per-query metric values in percent, in the order of `queries` (their means are `evaluate`)."""
-        from ..eval.metrics import per_query_scores
-
-        return per_query_scores(self, run)
-
-    def evaluate(self, run: Run) -> dict[str, float]:
-        """Validate `run` and return every metric of `metric_names`, in percent."""
-        return {name: float(values.mean()) for name, values in self.per_query(run).items()}
+    `exclude_reference` None follows the benchmark's own rule `official` (which `source` names, e.g. "the official
+    evaluation code"); a departure from it is captioned as not the official protocol, whose figures are not comparable.
+    """
+    exclude = official if exclude_reference is None else bool(exclude_reference)
+    rule = "reference excluded" if exclude else "reference kept"
+    if exclude == official:
+        return exclude, f"{rule}, as {source}"
+    return exclude, f"{rule} (not the official protocol: figures not comparable)"
 
 
 def load_benchmark(
@@ -88,12 +82,19 @@ def load_benchmark(
     category: str | None = None,
     release: str | None = None,
     image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> Benchmark:
-    """Read one split of `name` ("cirr", "fashioniq" with a category, "circo") from its annotation folder `root`."""
+    """Read one split of `name` ("cirr", "fashioniq" with a category, "circo") from its annotation folder `root`.
+
+    `exclude_reference`: whether a query's own reference image is dropped from its ranking before scoring. None (the
+    default) is the benchmark's official rule: excluded on CIRR (its test server refuses it), kept on FashionIQ and
+    CIRCO (CIRCO's official evaluation code scores the ranking as submitted). True or False overrides it on any
+    benchmark, and the protocol caption then says that the figures are not comparable with the literature's.
+    """
     if name == "cirr":
         from .cirr import load_cirr
 
-        benchmark = load_cirr(root, split, release=release, image_root=image_root)
+        benchmark = load_cirr(root, split, release=release, image_root=image_root, exclude_reference=exclude_reference)
     elif name == "fashioniq":
         from .fashioniq import load_fashioniq
 
@@ -102,11 +103,11 @@ def load_benchmark(
                 "FashionIQ is scored per category: give a category (dress, shirt, toptee), "
                 "or use cir.data.load_fashioniq_categories for all three"
             )
-        benchmark = load_fashioniq(root, split, category, image_root=image_root)
+        benchmark = load_fashioniq(root, split, category, image_root=image_root, exclude_reference=exclude_reference)
     elif name == "circo":
         from .circo import load_circo
 
-        benchmark = load_circo(root, split, image_root=image_root)
+        benchmark = load_circo(root, split, image_root=image_root, exclude_reference=exclude_reference)
     else:
         raise CirError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARK_NAMES)})")
     log.info("%s: %d queries, %d gallery images", benchmark.label, len(benchmark.queries), len(benchmark.gallery))

@@ -1,9 +1,13 @@
 """CIRCO reader: `annotations/<split>.json`, gallery = COCO 2017 unlabeled.
 
-Protocol (official CIRCO evaluation code): mAP@{5,10,25,50} over all ground truths of a query, where AP@K sums
-the precision at each relevant hit within the first K and divides by min(K, number of ground truths); the reference
-is excluded from its own ranking. Image ids are the COCO integer ids written in decimal ("271520"). Without the
-COCO folder (or its image-info file) the gallery ids are unknown, and run ids are only checked for that form.
+Protocol (official CIRCO evaluation code, `src/evaluation.py` of miccunifi/CIRCO): mAP@{5,10,25,50} over all ground
+truths of a query, where AP@K sums the precision at each relevant hit within the first K and divides by
+min(K, number of ground truths). The reference stays in its own ranking: the official code scores the submitted ids
+as they are, and SEARLE's validation ranks the whole gallery, reference included. (The reference is never a ground
+truth, so dropping it can only raise the figures.) Exclusion is available as an explicit option
+(`exclude_reference=True`), captioned as not the official protocol. Image ids are the COCO integer ids written in
+decimal ("271520"). Without the COCO folder (or its image-info file) the gallery ids are unknown, and run ids are only
+checked for that form.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from pathlib import Path
 from ..errors import FormatError
 from ..io import read_json
 from ..types import Gallery, Query
-from .benchmark import Benchmark, dataset_root, entry_field, read_entry_list, require_all_or_none, scan_images
+from .benchmark import (
+    Benchmark,
+    dataset_root,
+    entry_field,
+    read_entry_list,
+    reference_rule,
+    require_all_or_none,
+    scan_images,
+)
 
 HINT = (
     "Put the CIRCO annotations there: annotations/<split>.json from https://github.com/miccunifi/CIRCO; "
@@ -46,9 +58,15 @@ def coco_gallery(coco_root: Path) -> Gallery:
 
 
 def load_circo(
-    root: str | os.PathLike | None, split: str, image_root: str | os.PathLike | None = None
+    root: str | os.PathLike | None,
+    split: str,
+    image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> Benchmark:
-    """Read a CIRCO split; `image_root` is the COCO2017_unlabeled folder (default: inside `root`)."""
+    """Read a CIRCO split; `image_root` is the COCO2017_unlabeled folder (default: inside `root`).
+
+    `exclude_reference` None is the official rule (the reference is kept in its ranking); see `load_benchmark`.
+    """
     root = dataset_root(root, "CIRCO", HINT)
     path = root / "annotations" / f"{split}.json"
     entries = read_entry_list(path, HINT)
@@ -75,20 +93,21 @@ def load_circo(
         scope = f"COCO 2017 unlabeled ({len(gallery):,} images)"
     else:
         scope = "COCO 2017 unlabeled (not loaded: run ids checked as COCO integer ids only)"
+    exclude, rule = reference_rule(exclude_reference, official=False, source="the official evaluation code")
     return Benchmark(
         name="circo",
         split=split,
         release=None,
         category=None,
         protocol=(
-            f"CIRCO {split}: gallery = {scope}, reference excluded; "
+            f"CIRCO {split}: gallery = {scope}, {rule}; "
             "mAP@K over all ground truths (AP@K divided by min(K, #ground truths))"
         ),
         queries=queries,
         gallery=gallery,
         targets=targets or None,
         subsets=None,
-        exclude_reference=True,
+        exclude_reference=exclude,
         top_k=TOP_K,
         metric_names=[f"map@{k}" for k in MAP_AT],
         id_pattern=None if len(gallery) else COCO_ID,

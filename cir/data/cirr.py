@@ -20,6 +20,7 @@ from .benchmark import (
     read_annotation,
     read_entry_list,
     require_all_or_none,
+    reference_rule,
     require_known,
     string_list,
 )
@@ -65,8 +66,12 @@ def load_cirr(
     split: str,
     release: str | None = None,
     image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> Benchmark:
-    """Read a CIRR-layout split; `release` is detected from the caption file names when not given."""
+    """Read a CIRR-layout split; `release` is detected from the caption file names when not given.
+
+    `exclude_reference` None is CIRR's rule (the reference is dropped from its own ranking); see `load_benchmark`.
+    """
     root = dataset_root(root, "CIRR", HINT)
     release = release or detect_release(root, split)
     captions_path = root / "captions" / f"cap.{release}.{split}.json"
@@ -103,7 +108,8 @@ def load_cirr(
     metric_names = [f"recall@{k}" for k in RECALL_AT]
     if has_subsets:
         metric_names += [f"recall_subset@{k}" for k in RECALL_SUBSET_AT] + ["avg"]
-    protocol = f"CIRR {release} {split}: gallery = all {len(gallery):,} split images, reference excluded; Recall@K on target_hard"
+    exclude, rule = reference_rule(exclude_reference, official=True, source="the official test server")
+    protocol = f"CIRR {release} {split}: gallery = all {len(gallery):,} split images, {rule}; Recall@K on target_hard"
     if has_subsets:
         protocol += ", Recall_subset@K within the other img_set members; avg = (Recall@5 + Recall_subset@1) / 2"
     return Benchmark(
@@ -116,7 +122,7 @@ def load_cirr(
         gallery=gallery,
         targets=targets or None,
         subsets=subsets or None,
-        exclude_reference=True,
+        exclude_reference=exclude,
         top_k=TOP_K,
         metric_names=metric_names,
         headline_of=("recall@5", "recall_subset@1") if has_subsets else (),

@@ -19,6 +19,7 @@ from .benchmark import (
     entry_field,
     read_annotation,
     read_entry_list,
+    reference_rule,
     require_all_or_none,
     require_known,
     scan_images,
@@ -54,8 +55,12 @@ def load_fashioniq(
     split: str,
     category: str,
     image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> Benchmark:
-    """Read one category's split; images default to `<root>/images`."""
+    """Read one category's split; images default to `<root>/images`.
+
+    `exclude_reference` None is FashionIQ's rule (the reference stays in the ranking); see `load_benchmark`.
+    """
     if category not in CATEGORIES:
         raise CirError(f"unknown FashionIQ category {category!r} (known: {', '.join(CATEGORIES)})")
     root = dataset_root(root, "FashionIQ", HINT)
@@ -84,6 +89,7 @@ def load_fashioniq(
             targets[str(index)] = [target]
     require_all_or_none(targets, queries, "target", captions_path)
 
+    exclude, rule = reference_rule(exclude_reference, official=False, source="in the literature")
     return Benchmark(
         name="fashioniq",
         split=split,
@@ -91,13 +97,13 @@ def load_fashioniq(
         category=category,
         protocol=(
             f"FashionIQ {category} {split}: gallery = all {len(gallery):,} images of the category's {split} split, "
-            "reference kept in the gallery; Recall@K on the target; text = '<caption 1> and <caption 2>'"
+            f"{rule}; Recall@K on the target; text = '<caption 1> and <caption 2>'"
         ),
         queries=queries,
         gallery=gallery,
         targets=targets or None,
         subsets=None,
-        exclude_reference=False,
+        exclude_reference=exclude,
         top_k=TOP_K,
         metric_names=[f"recall@{k}" for k in RECALL_AT] + ["avg"],
         headline_of=REPORTED,
@@ -105,7 +111,13 @@ def load_fashioniq(
 
 
 def load_fashioniq_categories(
-    root: str | os.PathLike | None, split: str, image_root: str | os.PathLike | None = None
+    root: str | os.PathLike | None,
+    split: str,
+    image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
 ) -> dict[str, Benchmark]:
     """The three category benchmarks of a split, by category (images of all three share one folder)."""
-    return {c: load_fashioniq(root, split, c, image_root=image_root) for c in CATEGORIES}
+    return {
+        c: load_fashioniq(root, split, c, image_root=image_root, exclude_reference=exclude_reference)
+        for c in CATEGORIES
+    }

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import CirError
 from ..types import Run
+from .validate import validate_run
 
 if TYPE_CHECKING:
     from ..data.benchmark import Benchmark
@@ -93,7 +94,7 @@ def query_scores(
 
 def per_query_scores(benchmark: Benchmark, run: Run) -> dict[str, np.ndarray]:
     """Validate `run`, then every metric of the benchmark per query, in percent, in the order of its queries."""
-    benchmark.validate(run)
+    validate_run(benchmark, run)
     if benchmark.targets is None:
         raise CirError(
             f"{benchmark.label} has no ground truth: score it on its evaluation server (see `cir submit`)"
@@ -113,6 +114,11 @@ def per_query_scores(benchmark: Benchmark, run: Run) -> dict[str, np.ndarray]:
     if HEADLINE in benchmark.metric_names:
         per_metric[HEADLINE] = np.mean([per_metric[name] for name in benchmark.headline_of], axis=0)
     return {name: per_metric[name] for name in benchmark.metric_names}
+
+
+def evaluate(benchmark: Benchmark, run: Run) -> dict[str, float]:
+    """Validate `run` and return every metric of the benchmark's `metric_names`, in percent (per-query means)."""
+    return {name: float(values.mean()) for name, values in per_query_scores(benchmark, run).items()}
 
 
 def summarize_categories(per_category: Mapping[str, Mapping[str, float]], reported: Sequence[str]) -> dict[str, float]:

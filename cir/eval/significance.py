@@ -18,6 +18,7 @@ from scipy import stats
 from ..data.benchmark import Benchmark
 from ..errors import CirError
 from ..types import Run
+from .metrics import per_query_scores
 from .report import build_table
 
 TESTS = ("t-test", "randomization")
@@ -117,7 +118,7 @@ def compare_runs(
     """Score every run on `benchmark` and test every pair of runs on every metric."""
     if test not in TESTS:
         raise CirError(f"unknown significance test {test!r} (known: {', '.join(TESTS)})")
-    per_query = {name: benchmark.per_query(run) for name, run in runs.items()}
+    per_query = {name: per_query_scores(benchmark, run) for name, run in runs.items()}
     metric_names = list(benchmark.metric_names)
     p_values: dict[tuple[str, str], dict[str, float]] = {}
     for a, b in permutations(per_query, 2):

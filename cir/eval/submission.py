@@ -3,9 +3,14 @@
 CIRR (docs/Test-split_server.md of Cuberick-Orion/CIRR): two JSON files, `{"version": "rc2", "metric": "recall",
 "<pairid>": [50 ids]}` and the same with `"recall_subset"` and 3 ids, every pairid of the split, 5 MB at most each.
 The recall list leaves out the reference; the subset list ranks only the query's other img_set members.
-CIRCO (README of miccunifi/CIRCO): one JSON file `{"<query id>": [50 integer COCO ids]}` for every query. The
-official example lists a query's own reference in a few rankings and the server accepts it, so a reference there
-is only a warning (it can never be a ground truth, so it wastes a slot).
+CIRCO (README of miccunifi/CIRCO): one JSON file `{"<query id>": [50 integer COCO ids]}` for every query. The file
+holds the first 50 ids of the run as ranked, the reference included wherever the run ranks it: the server runs the
+official `src/evaluation.py`, which scores the submitted ids exactly as they are (a reference among them is a miss,
+never removed), and SEARLE's `generate_test_submission.py` writes the plain top 50. That is the ranking `cir score`
+scores under the official protocol, so a val file read back by `cir score circo` gives the run's own figures. Only a
+benchmark loaded with the non-official `exclude_reference=True` drops the reference first, so that the file again
+matches what cir scored. The official examples list a query's own reference in a few rankings, so a reference in a
+file is only noted in the log (it is never a ground truth: it wastes a slot).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..errors import CirError, FormatError
 from ..io import read_json, write_text
 from ..types import Run
 from .metrics import restrict_to, without_reference
+from .validate import validate_run
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ CIRCO_LENGTH = 50
 
 def build_submission(benchmark: Benchmark, run: Run) -> dict[str, dict[str, Any]]:
     """File name -> content of the server files for `run` (CIRR: two files, CIRCO: one), checked."""
-    benchmark.validate(run)
+    validate_run(benchmark, run)
     if benchmark.name == "cirr":
         files = {
             f"cirr_{benchmark.split}_pred_ranks_{metric}.json": _cirr_file(benchmark, run, metric)
@@ -94,13 +100,15 @@ def _cirr_file(benchmark: Benchmark, run: Run, metric: str) -> dict[str, Any]:
 
 
 def _circo_file(benchmark: Benchmark, run: Run) -> dict[str, list[int]]:
+    """The first 50 ids of each ranking as the benchmark scores it (reference kept unless it excludes the reference)."""
     content = {}
     for query in benchmark.queries:
-        ranked = without_reference(run[query.id].ids, query.reference, CIRCO_LENGTH)
+        reference = query.reference if benchmark.exclude_reference else None
+        ranked = without_reference(run[query.id].ids, reference, CIRCO_LENGTH)
         if len(ranked) < CIRCO_LENGTH:
+            pool = "images besides the reference" if reference is not None else "images"
             raise FormatError(
-                f"run {run.name!r}: query {query.id!r} ranks only {len(ranked)} images besides the reference; "
-                f"the server needs {CIRCO_LENGTH}"
+                f"run {run.name!r}: query {query.id!r} ranks only {len(ranked)} {pool}; the server needs {CIRCO_LENGTH}"
             )
         content[query.id] = [int(i) for i in ranked]
     return content
@@ -141,8 +149,9 @@ def _check_circo(benchmark: Benchmark, content: dict[str, Any], source: str) -> 
         if query.reference in ids:
             listing_reference.append(query.id)
     if listing_reference:
-        log.warning(
-            "%s: %d queries list their own reference image, which is never a ground truth (first: query %s)",
+        log.info(
+            "%s: %d queries list their own reference image, which the official evaluation counts as a miss "
+            "(it is never a ground truth; first: query %s)",
             source, len(listing_reference), listing_reference[0],
         )
     return "rankings"

@@ -5,14 +5,19 @@ A run may be shorter than the gallery; what it leaves out simply never counts as
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import FormatError, UnknownIdError
 from ..types import Run
 
 if TYPE_CHECKING:
     from ..data.benchmark import Benchmark
+
+log = logging.getLogger(__name__)
 
 
 def validate_run(benchmark: Benchmark, run: Run) -> None:
@@ -43,6 +48,27 @@ def validate_run(benchmark: Benchmark, run: Run) -> None:
                 f"run {run.name!r}: query {qid!r} ranks image {stranger!r}, which is not in the "
                 f"{benchmark.label} gallery{_id_form(benchmark)}"
             )
+
+
+def misordered_queries(run: Run) -> list[str]:
+    """The queries whose scores rise somewhere down their ranking (ties are fine), in the run's order."""
+    return [qid for qid, ranking in run.items() if len(ranking) > 1 and bool((np.diff(ranking.scores) > 0).any())]
+
+
+def warn_if_misordered(run: Run) -> bool:
+    """Log one warning for the whole run if its scores contradict its order anywhere; return whether it did.
+
+    Every metric reads the order of the ids, never their scores, so such a run is scored as ordered.
+    """
+    misordered = misordered_queries(run)
+    if not misordered:
+        return False
+    log.warning(
+        "run %r: the scores of query %s%s rise down its ranking; the order of the ids is what gets scored, "
+        "not their scores (sort each ranking by score, best first, if the scores are right)",
+        run.name, misordered[0], _more(misordered),
+    )
+    return True
 
 
 def _more(items: list[str]) -> str:

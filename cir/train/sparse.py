@@ -132,12 +132,13 @@ class SparseTask(TripletTask):
     def validate(self) -> dict[str, float]:
         if self.val_benchmark is None:
             return {}
+        from ..eval.metrics import evaluate
         from ..stages.sparse import SparseRetriever
 
         b = self.val_benchmark
         retriever = SparseRetriever(self.model, sparse_head=self.module.eval())
         retriever.index(b.gallery)
-        metrics = b.evaluate(retriever.search(b.queries, 51))
+        metrics = evaluate(b, retriever.search(b.queries, 51))
         out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
         queries = retriever.encode_queries(b.queries)
         out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())

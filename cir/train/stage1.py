@@ -99,12 +99,13 @@ class Stage1Task(TripletTask):
     def validate(self) -> dict[str, float]:
         if self.val_benchmark is None:
             return {}
+        from ..eval.metrics import evaluate
         from ..stages.dense import DenseRetriever
 
         retriever = DenseRetriever(self.model)
         retriever.index(self.val_benchmark.gallery)
         run = retriever.search(self.val_benchmark.queries, len(self.val_benchmark.gallery))
-        return {f"val_{k}": v for k, v in self.val_benchmark.evaluate(run).items()}
+        return {f"val_{k}": v for k, v in evaluate(self.val_benchmark, run).items()}
 
     def save_weights(self, path: Path) -> None:
         from ..models import save_checkpoint

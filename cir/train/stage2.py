@@ -188,6 +188,7 @@ class Stage2Task(TripletTask):
         out = self.calibrate()
         if self.val_benchmark is None:
             return out
+        from ..eval.metrics import evaluate
         from ..pipeline import Pipeline
         from ..stages.dense import DenseRetriever
         from ..stages.rerank import DualEncoderReranker
@@ -198,7 +199,7 @@ class Stage2Task(TripletTask):
         pipeline.index(b.gallery)
         runs = pipeline.run(b.queries, depth=len(b.gallery))
         for stage, run in runs.items():
-            metrics = b.evaluate(run)
+            metrics = evaluate(b, run)
             out.update({f"val_{stage}_{m}": metrics[m] for m in ("recall@1", "recall@5", "recall_subset@1") if m in metrics})
         return out
 
