@@ -65,6 +65,9 @@ class StageSettings:
             raise FormatError(f"{source}: {where}.k must be a whole number >= 1, got {k!r}")
         return cls(kind, k, params)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **({"k": self.k} if self.k is not None else {}), **self.params}
+
 
 def _default_stage_one() -> StageSettings:
     return StageSettings("dense")
@@ -127,7 +130,11 @@ class Config:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as the YAML mapping it reads from (stage sections flat: kind, k and the stage's settings)."""
+        data = dataclasses.asdict(self)
+        data["stage_one"] = self.stage_one.to_dict()
+        data["stage_two"] = [stage.to_dict() for stage in self.stage_two]
+        return data
 
 
 def _parse_rerankers(data: Any, source: str) -> list[StageSettings]:
