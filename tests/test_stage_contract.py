@@ -135,6 +135,9 @@ def test_from_pretrained_is_from_config_of_the_tag(tmp_path) -> None:
     assert pipe.reranker.stage1_weight == 20.0  # the tag's calibrated weight, as `cir eval` on synth-tiny.yaml uses
     from_yaml = Pipeline.from_config(Path(__file__).resolve().parents[1] / "configs" / "synth-tiny.yaml")
     assert from_yaml.reranker.stage1_weight == 20.0 and from_yaml.retriever.model.weights_id == pipe.retriever.model.weights_id
+    model = create_model("blip-tiny", pretrained="synth")  # composed by hand: the same stages, the same weight
+    by_hand = DenseRetriever.from_config(model, None) % 50 >> DualEncoderReranker.from_config(model, None)
+    assert by_hand.reranker.stage1_weight == 20.0 and model.stage2 is not None
     with pytest.raises(CirError, match=r"unknown pretrained tag 'synht' for model 'blip-tiny' \(its tags: synth\)"):
         create_model("blip-tiny", pretrained="synht")
 
