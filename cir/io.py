@@ -84,3 +84,14 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the sha256 of a file's bytes: the same image under any name or path matches."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
