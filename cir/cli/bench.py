@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from .console import console
 
 
@@ -33,7 +35,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchSettings, parse_scale, print_result, run_bench, write_result
     from ..bench.runner import parse_list, parse_skip
+    from .common import check_outputs
 
+    check_outputs([("--json", args.json, "file"), ("--markdown", args.markdown, "file"),
+                   ("--cache-dir", args.cache_dir, "folder")])
     settings = BenchSettings(
         scales=tuple(parse_scale(s) for s in parse_list(args.scale)),
         k=args.k,
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(settings)
     print_result(result, console)
     for path in write_result(result, args.json, args.markdown):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     return 0
 
 

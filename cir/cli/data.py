@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from .console import console
@@ -45,13 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from ..data.synth import generate, load_metadata
+    from .common import check_output
 
+    check_output("--out", args.out, "folder")
     started = time.perf_counter()
     root = generate(args.out, seed=args.seed, size=args.size, image_size=args.image_size, workers=args.workers,
                     splits=args.splits)
     elapsed = time.perf_counter() - started
     metadata = load_metadata(root)
-    console.print(f"synthetic CIR benchmark written to [bold]{root}[/] (size {args.size}, seed {args.seed}) "
+    console.print(f"synthetic CIR benchmark written to [bold]{escape(str(root))}[/] (size {args.size}, seed {args.seed}) "
                   f"in {elapsed:.1f} s")
     table = Table()
     for column in ("split", "queries", "gallery images", "phrasings"):
@@ -67,7 +70,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from ..data.synth.contact_sheet import contact_sheet
+    from .common import check_output
 
+    check_output("--out", args.out, "file")
     path = contact_sheet(args.root, split=args.split, n=args.n, out=args.out)
-    console.print(f"contact sheet of the first {args.n} {args.split} queries: {path}")
+    console.print(f"contact sheet of the first {args.n} {args.split} queries: {escape(str(path))}")
     return 0

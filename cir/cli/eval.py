@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.markup import escape
+
 from ..io import write_json
-from .common import add_config_options, load_config, report_caption
+from .common import add_config_options, cache_flag, check_outputs, load_config, prepare_synthetic, report_caption
 from .console import console
 
 
@@ -21,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import evaluate
 
     cfg = load_config(args)
+    check_outputs([("--out", args.out, "folder"), (cache_flag(args), cfg.cache_dir, "folder")])
+    prepare_synthetic(cfg, args, [cfg.benchmark.split])
     result = show_evaluation(cfg, evaluate(cfg))
     if args.out:
         write_outputs(args.out, result)
@@ -56,5 +60,5 @@ def write_outputs(out: Path, result) -> None:
 
         final = next(reversed(result.runs.values()))
         for path in write_submission(b, final, out):
-            console.print(f"wrote {path}")
-    console.print(f"wrote {out}/")
+            console.print(f"wrote {escape(str(path))}")
+    console.print(f"wrote {escape(str(out))}/")

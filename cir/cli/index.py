@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_config_options, load_config
+from rich.markup import escape
+
+from .common import add_config_options, cache_flag, check_output, load_config, prepare_synthetic
 from .console import console
 
 
@@ -19,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import build_pipeline, open_benchmark
 
     cfg = load_config(args)
+    check_output(cache_flag(args), cfg.cache_dir, "folder")
+    prepare_synthetic(cfg, args, [cfg.benchmark.split])
     benchmark = open_benchmark(cfg)
     pipeline = build_pipeline(cfg, benchmark)
     start = time.perf_counter()
@@ -28,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         encoded = stage.images_encoded
         state = "encodes nothing" if encoded is None else "cache hit, 0 images encoded" if encoded == 0 else f"{encoded} images encoded"
         console.print(f"{stage.describe()}: {len(benchmark.gallery)} gallery images ({state})")
-    console.print(f"indexed in {seconds:.1f} s; cache at {cfg.cache_dir}")
+    console.print(f"indexed in {seconds:.1f} s; cache at {escape(str(cfg.cache_dir))}")
     return 0

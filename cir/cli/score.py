@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def score(args: argparse.Namespace) -> int:
+    from .common import check_outputs
+
+    check_outputs([("--json", args.json, "file"), ("--csv", args.csv, "file")])
     if args.benchmark == "fashioniq" and args.category is None:
         benchmarks = load_fashioniq_categories(args.root, args.split, exclude_reference=args.exclude_reference)
         if not all(CATEGORY_FIELD in path for path in args.run):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from ..data import load_benchmark
 from ..errors import CirError
 from ..eval.submission import check_submission_file, write_submission
@@ -34,16 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def submit(args: argparse.Namespace) -> int:
     if args.run and not args.out:
         raise CirError("--out DIR is required with --run: the folder the server files are written to")
+    if args.run:
+        from .common import check_output
+
+        check_output("--out", args.out, "folder")
     split = args.split or DEFAULT_SPLITS[args.benchmark]
     benchmark = load_benchmark(args.benchmark, args.root, split, release=args.release)
     if args.check:
         for path in args.check:
             holds = check_submission_file(benchmark, path)
             summary = f"{holds} for all {len(benchmark.queries):,} queries of {benchmark.label}"
-            console.print(f"[green]ok[/] {path}: {summary}", soft_wrap=True)
+            console.print(f"[green]ok[/] {escape(str(path))}: {summary}", soft_wrap=True)
         return 0
     run = Run.load(args.run)
     run.name = args.run
     for path in write_submission(benchmark, run, args.out):
-        console.print(f"wrote {path}", soft_wrap=True)
+        console.print(f"wrote {escape(str(path))}", soft_wrap=True)
     return 0

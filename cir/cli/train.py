@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_config_options, load_config
+from rich.markup import escape
+
+from .common import add_config_options, cache_flag, check_outputs, load_config, prepare_synthetic
 from .console import console
 
 
@@ -31,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     out = args.out or Path(tcfg.out)
+    out_flag = "--out" if args.out else f"train_{args.stage}.out (config)"
+    check_outputs([(out_flag, out, "folder"), (cache_flag(args), cfg.cache_dir, "folder")])
+    prepare_synthetic(cfg, args, [cfg.benchmark.train_split, cfg.benchmark.split])  # trains on one, validates on the other
     metrics = train_stage(cfg, args.stage, out, resume=not args.no_resume)
-    console.print(f"[bold]{args.stage}[/] trained: {out} ({', '.join(f'{k} {v:.2f}' for k, v in metrics.items() if isinstance(v, float))})")
+    console.print(f"[bold]{args.stage}[/] trained: {escape(str(out))} ({', '.join(f'{k} {v:.2f}' for k, v in metrics.items() if isinstance(v, float))})")
     return 0

@@ -35,6 +35,21 @@ TOP_K = 50
 SPLIT_LISTING = "the split's image_splits file"
 
 
+def cirr_hint(root: str | os.PathLike | None, release: str | None, split: str | None = None) -> str:
+    """Where a missing CIRR-layout folder or file comes from. cir's synthetic benchmark (release "synth", or a folder
+    whose metadata.json says so) is written by `cir data synth`, never downloaded; a missing folder of unknown
+    release may be either, so both are named."""
+    from .synth import synthetic_hint, write_command
+
+    if root is None:
+        return HINT
+    if hint := synthetic_hint(Path(root), release, split):
+        return hint
+    if release is None and not Path(root).is_dir():
+        return f"For cir's synthetic benchmark run `{write_command(Path(root))}`. For CIRR itself: {HINT}"
+    return HINT
+
+
 def detect_release(root: Path, split: str) -> str:
     """The release of the only `captions/cap.<release>.<split>.json` in `root`."""
     suffix = f".{split}.json"
@@ -48,9 +63,9 @@ def detect_release(root: Path, split: str) -> str:
     return releases[0]
 
 
-def read_image_split(path: Path) -> dict[str, str]:
+def read_image_split(path: Path, hint: str = HINT) -> dict[str, str]:
     """Image name -> path relative to the image root, e.g. "./dev/dev-0-0-img0.png"."""
-    mapping = read_annotation(path, HINT)
+    mapping = read_annotation(path, hint)
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise FormatError(f"{path}: expected a JSON object of image name -> relative image path")
     return mapping
@@ -72,11 +87,12 @@ def load_cirr(
 
     `exclude_reference` None is CIRR's rule (the reference is dropped from its own ranking); see `load_benchmark`.
     """
-    root = dataset_root(root, "CIRR", HINT)
+    root = dataset_root(root, "CIRR", cirr_hint(root, release, split))
     release = release or detect_release(root, split)
+    hint = cirr_hint(root, release, split)
     captions_path = root / "captions" / f"cap.{release}.{split}.json"
-    entries = read_entry_list(captions_path, HINT)
-    image_split = read_image_split(root / "image_splits" / f"split.{release}.{split}.json")
+    entries = read_entry_list(captions_path, hint)
+    image_split = read_image_split(root / "image_splits" / f"split.{release}.{split}.json", hint)
     images = Path(image_root) if image_root is not None else default_image_root(root)
     gallery = Gallery(list(image_split), {n: images / rel for n, rel in image_split.items()}, name=f"cirr-{release}-{split}")
 

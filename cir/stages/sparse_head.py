@@ -85,23 +85,51 @@ class SparseEncoder(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, model) -> "SparseEncoder":
-        from safetensors import safe_open
+        """Read a head saved by `save`; a missing, unreadable (e.g. truncated) or foreign file is a one-line
+        CirError naming the file and what is wrong with it."""
+        from safetensors import SafetensorError, safe_open
 
-        from ..errors import DatasetNotFoundError
+        from ..errors import DatasetNotFoundError, FormatError
 
         if not Path(path).is_file():
             raise DatasetNotFoundError(f"sparse head checkpoint not found: {path} (train one with `cir train sparse`)")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-        encoder = cls.for_model(
-            model,
-            max_query_terms=int(meta.get("max_query_terms", 32)),
-            max_image_terms=int(meta.get("max_image_terms", 64)),
-            trainable_vocab="query.vocab" in state,  # a head trained with its own table saved it
-        )
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k).float() for k in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FormatError(f"{path}: not a readable safetensors file (truncated or another format: {reason})") from exc
+        try:
+            caps = {key: int(meta.get(key, default)) for key, default in (("max_query_terms", 32), ("max_image_terms", 64))}
+        except ValueError as exc:
+            raise FormatError(f"{path}: metadata max_query_terms / max_image_terms is not a whole number") from exc
+        # a head trained with its own table saved it
+        encoder = cls.for_model(model, trainable_vocab="query.vocab" in state, **caps)
+        _check_keys(path, encoder.state_dict(), state)
         encoder.load_state_dict(state)
         return encoder.eval()
+
+
+def _check_keys(path: str | Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
+    """One line for a file that is not a sparse head of this model: counts and the first keys missing, unexpected
+    or of the wrong shape (a stage-one or stage-two checkpoint given as the head is said to be one)."""
+    from ..errors import FormatError
+
+    def listing(label: str, keys: list[str]) -> str:
+        return f"{len(keys)} {label} ({', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''})" if keys else ""
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape))
+    problems = [text for text in (listing("missing", missing), listing("unexpected", unexpected),
+                                  listing("of the wrong shape", wrong)) if text]
+    if not problems:
+        return
+    what = "not a sparse head for this model"
+    if any(k.split(".", 1)[0] in ("stage1", "stage2") for k in unexpected):
+        what = "a stage-one/stage-two model checkpoint, not a sparse head (`cir train sparse` writes one)"
+    raise FormatError(f"{path}: {what}: keys {'; '.join(problems)}")
 
 
 def top_terms(weights: torch.Tensor, cap: int) -> sp.csr_matrix:

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ...errors import CirError, DatasetNotFoundError, FormatError
 from ...io import atomic_path, read_json
 from ...types import open_image
-from .layout import caption_file, missing_split_hint, split_file
+from .layout import caption_file, missing_split_hint, split_file, write_command
 
 THUMB = 128  # reference and target, upscaled so the shapes are easy to see
 SMALL = 64  # the other img_set members
@@ -32,8 +32,9 @@ def contact_sheet(root: Path, split: str = "val", n: int = 12, out: Path | None 
     if n < 1:
         raise CirError(f"--n must be at least 1 (got {n})")
     root = Path(root)
-    if not caption_file(root, split).is_file() and (hint := missing_split_hint(root, split)):
-        raise DatasetNotFoundError(hint)
+    if not caption_file(root, split).is_file():
+        hint = missing_split_hint(root, split) or f"write it with `{write_command(root)}`"
+        raise DatasetNotFoundError(f"caption file not found: {caption_file(root, split)}; {hint}")
     entries = read_json(caption_file(root, split), "caption file")[:n]
     paths = read_json(split_file(root, split), "image split file")
     font = ImageFont.load_default(size=15)

@@ -65,6 +65,31 @@ def missing_split_hint(root: Path, split: str) -> str | None:
             f"`cir data synth --out {root} --size {metadata.get('size')} --seed {metadata.get('seed')}{image_size}`")
 
 
+def write_command(root: Path, splits=SPLITS, size: str = "default", seed: int = 0, image_size: int = 64) -> str:
+    """The `cir data synth` command line that writes `splits` of the dataset with these parameters to `root`."""
+    command = f"cir data synth --out {root}"
+    if tuple(splits) != SPLITS:
+        command += f" --splits {' '.join(s for s in SPLITS if s in splits)}"
+    if size != "default":
+        command += f" --size {size}"
+    if seed != 0:
+        command += f" --seed {seed}"
+    if image_size != 64:
+        command += f" --image-size {image_size}"
+    return command
+
+
+def synthetic_hint(root: Path, release: str | None, split: str | None = None) -> str | None:
+    """What to run for a missing synthetic folder or split: for release "synth" or a folder whose metadata.json is
+    this generator's; None for anything else (e.g. a real CIRR folder)."""
+    root = Path(root)
+    if split is not None and (hint := missing_split_hint(root, split)):
+        return hint
+    if release == "synth" or read_own_metadata(root) is not None:
+        return f"cir's synthetic benchmark is generated, not downloaded: write it with `{write_command(root)}`"
+    return None
+
+
 def load_metadata(root: Path) -> dict[str, Any]:
     """The parsed metadata.json of a synthetic dataset (scenes, edits, phrasings); CirError if absent or foreign."""
     root = Path(root)

@@ -190,11 +190,46 @@ def _add_splits(root: Path, plans: list[SplitPlan], image_size: int, workers: in
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_replaceable(out: Path) -> None:
-    """Refuse to replace a folder that is neither empty nor a synthetic dataset (it may be the user's data)."""
+def _check_replaceable(out: Path, flag: str) -> None:
+    """Refuse to replace a folder that is neither empty nor a synthetic dataset (it may be the user's data).
+
+    `flag` is the option the user gave the folder with (`cir data synth --out`, `cir demo --data`)."""
     if out.is_dir() and any(out.iterdir()) and read_own_metadata(out) is None:
         raise CirError(f"{out} is not empty and holds no synthetic dataset (no cir metadata.json); "
-                       "choose another --out or empty it")
+                       f"choose another {flag} or empty it")
+
+
+def _check_same_parameters(out: Path, wanted: dict[str, Any], flag: str) -> None:
+    """Refuse to replace, implicitly, a synthetic dataset written with other parameters: its splits would be lost.
+
+    Only `generate` (`cir data synth --out`, asked for in so many words) replaces one."""
+    metadata = read_own_metadata(out)
+    if metadata is None or not metadata.get("splits"):
+        return
+    names = {"size": "size", "seed": "seed", "image_size": "image size", "version": "generator version"}
+    held = [f"{names[k]} {metadata.get(k)}" for k, v in wanted.items() if metadata.get(k) != v]
+    if not held:
+        return
+    options = f" --size {wanted['size']}"
+    options += f" --seed {wanted['seed']}" if wanted["seed"] != 0 else ""
+    options += f" --image-size {wanted['image_size']}" if wanted["image_size"] != 64 else ""
+    splits = ", ".join(s for s in SPLITS if s in metadata["splits"])
+    raise CirError(f"{out} holds the synthetic benchmark at {', '.join(held)} (splits {splits}), not the "
+                   f"{', '.join(f'{names[k]} {v}' for k, v in wanted.items() if metadata.get(k) != v)} asked for; "
+                   f"nothing was changed: choose another {flag} folder, or replace it with "
+                   f"`cir data synth --out {out}{options}`")
+
+
+def check_can_write(out: Path, size: str = "default", seed: int = 0, image_size: int = 64, *,
+                    flag: str = "--out") -> None:
+    """Raise the CirError `ensure_synthetic` would raise rather than replace `out` (a foreign folder, or a synthetic
+    dataset with other parameters), so that a caller can refuse before announcing the work."""
+    out = Path(out)
+    if complete_splits(out, size, seed, image_size):
+        return  # splits are added to it
+    _check_replaceable(out, flag)
+    _check_same_parameters(out, {"size": size, "seed": seed, "image_size": image_size, "version": GENERATOR_VERSION},
+                           flag)
 
 
 def _ordered_splits(splits) -> tuple[str, ...]:
@@ -212,18 +247,18 @@ def _check_parameters(size: str, image_size: int) -> None:
 
 
 def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 64, workers: int | None = None,
-             splits=SPLITS, *, progress: bool | None = None) -> Path:
+             splits=SPLITS, *, progress: bool | None = None, flag: str = "--out") -> Path:
     """Write a synthetic CIR benchmark in the CIRR layout to `out` (replacing an older synthetic one) and return it.
 
     `splits` may name a subset (what an evaluation needs; `ensure_synthetic` adds the others later, and the files
     are the same as a full run's). `workers` defaults to the number of CPUs; `progress` (a tqdm bar) defaults to on
-    except for the tiny size."""
+    except for the tiny size; `flag` is the option that named `out`, for messages."""
     _check_parameters(size, image_size)
     splits = _ordered_splits(splits)
     out = Path(out)
     workers = workers or os.cpu_count() or 1
     progress = size != "tiny" if progress is None else progress
-    _check_replaceable(out)
+    _check_replaceable(out, flag)
     with atomic_directory(out) as staging:
         logger.info("generating synthetic CIR (%s, seed %d, %s) into %s with %d workers",
                     size, seed, "/".join(splits), out, workers)
@@ -233,9 +268,10 @@ def generate(out: Path, seed: int = 0, size: str = "default", image_size: int = 
 
 
 def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size: int = 64, splits=SPLITS,
-                     workers: int | None = None, *, progress: bool | None = None) -> Path:
+                     workers: int | None = None, *, progress: bool | None = None, flag: str = "--out") -> Path:
     """Return `out` once it holds `splits` of the dataset with these parameters: nothing is done for splits already
-    whole, missing or damaged ones are (re)written in place, and a folder with other parameters is replaced."""
+    whole, missing or damaged ones are (re)written in place. A synthetic dataset with other parameters (or a
+    foreign folder) is refused, never replaced; `flag` is the option that named `out`, for that message."""
     _check_parameters(size, image_size)
     out, splits = Path(out), _ordered_splits(splits)
     present = complete_splits(out, size, seed, image_size)
@@ -243,8 +279,9 @@ def ensure_synthetic(out: Path, size: str = "default", seed: int = 0, image_size
     if not missing:
         return out
     if not present:  # nothing of ours with these parameters: write a new folder
+        check_can_write(out, size, seed, image_size, flag=flag)
         return generate(out, seed=seed, size=size, image_size=image_size, workers=workers, splits=splits,
-                        progress=progress)
+                        progress=progress, flag=flag)
     logger.info("adding the synthetic %s split(s) to %s", "/".join(missing), out)
     progress = size != "tiny" if progress is None else progress
     _add_splits(out, _plan(seed, SIZES[size], missing, progress), image_size, workers or os.cpu_count() or 1, progress)
