@@ -35,11 +35,12 @@ def one_line_error(capsys) -> str:
 def no_model(monkeypatch):
     """Fail the test if a command gets as far as loading a model or evaluating."""
     import cir.experiment
+    import cir.models
 
     def fail(*args, **kwargs):
         pytest.fail("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(cir.experiment, "load_model", fail)
+    monkeypatch.setattr(cir.models, "model_from_settings", fail)
     monkeypatch.setattr(cir.experiment, "evaluate", fail)
 
 
@@ -66,6 +67,7 @@ def test_train_needs_train_and_val(tmp_path, capsys, no_model):
 
 def test_eval_writes_the_missing_split_first(tmp_path, capsys, monkeypatch):
     import cir.experiment
+    import cir.models
     from cir.data.synth import is_complete
 
     root = tmp_path / "synth"

@@ -17,7 +17,7 @@ from cir.cache import FeatureCache
 from cir.cli import main as cli_main
 from cir.config import Config
 from cir.data import load_benchmark
-from cir.errors import CirError, FormatError, UnknownIdError
+from cir.errors import CirError, UnknownIdError
 from cir.eval import evaluate
 from cir.experiment import run_for_file
 from cir.pipeline import Pipeline
