@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,69 @@ def tiny_model():
 
     torch.manual_seed(0)
     return create_model("blip-tiny", stages=("stage1", "stage2"))
+
+
+@dataclass
+class LiveServer:
+    """A `cir serve` process on a free loopback port, and what it serves."""
+
+    url: str
+    config: Path
+    process: "subprocess.Popen"
+    log: Path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(synth_tiny: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`cir serve` for real (uvicorn), on the tiny synthetic val split with the shipped model and the sparse stage
+    one (so results carry terms); stopped with SIGTERM at the end, which must shut it down cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    work = tmp_path_factory.mktemp("serve")
+    config = work / "serve.yaml"
+    config.write_text(
+        f"benchmark: {{name: cirr, release: synth, root: {synth_tiny}, split: val}}\n"
+        "model: {name: blip-tiny, pretrained: synth}\n"
+        "stage_one: {kind: sparse, k: 20}\n"
+        f"cache_dir: {work / 'cache'}\n"
+    )
+    port = free_port()
+    log = work / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cir", "serve", "--config", str(config), "--port", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"cir serve did not come up: {log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    server = LiveServer(url, config, process, log)
+    yield server
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("cir serve did not stop within 30 s of SIGTERM")
+    assert code == 0, log.read_text()[-2000:]
+    assert "shut down" in log.read_text()

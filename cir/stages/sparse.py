@@ -65,5 +65,11 @@ class SparseRetriever(DenseRetriever):
 
     def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
         """The terms query and image share, with their contributions to the score, largest first."""
-        row = self.encoder.features.rows([image_id])[0]
-        return explain(self.encode_queries([query]), self.image_vectors[row], self.model.tokenizer.id_to_token, top)
+        return self.explain_many(query, [image_id], top)[image_id]
+
+    def explain_many(self, query: Query, image_ids: Sequence[str], top: int = 8) -> dict[str, list[tuple[str, float]]]:
+        """`explain` for several images of one query, encoding the query once."""
+        vector = self.encode_queries([query])
+        rows = self.encoder.features.rows(list(image_ids))
+        vocab = self.model.tokenizer.id_to_token
+        return {i: explain(vector, self.image_vectors[row], vocab, top) for i, row in zip(image_ids, rows)}
