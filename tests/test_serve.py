@@ -174,3 +174,38 @@ def test_concurrent_searches_all_succeed_and_answer_as_one_at_a_time(client, val
     assert all(a.status_code == 200 for a in answers)
     for i, answer in enumerate(answers):
         assert [r["id"] for r in answer.json()["results"]] == [r["id"] for r in serial[i % len(queries)]]
+
+
+def test_the_bounded_load_test_runs_without_a_failed_request(live_server, val) -> None:
+    """`cir loadtest`'s engine at a small count (the figures themselves belong to `cir loadtest`, not to a test)."""
+    from cir.cli.serve import build_service
+    from cir.serve.load import LoadSettings, run_load
+
+    service = build_service(Config.load(live_server.config), None)
+    result = run_load(service, LoadSettings(clients=8, searches=40, k=5, in_process=5))
+    assert (result["searches"], result["failed"]) == (40, 0)
+    for section in ("client", "server", "in_process"):
+        assert result[section]["p95_ms"] >= result[section]["p50_ms"] > 0
+    assert result["throughput_per_s"] > 0 and result["settings"]["gallery"] == len(val.gallery)
+
+
+def test_the_curl_examples_of_docs_serve_md_run_against_the_live_server(live_server, val, tmp_path) -> None:
+    import json
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    blocks = [text for info, text in re.findall(r"^```bash([^\n]*)\n(.*?)^```", page, re.S | re.M) if "skip=" not in info]
+    lines = [line for text in blocks for line in text.splitlines() if line.startswith("curl ")]
+    assert len(lines) >= 8
+    (tmp_path / "my-photo.png").write_bytes(val.gallery.path(val.gallery.ids[0]).read_bytes())
+    for line in lines:
+        command = shlex.split(line.replace("http://127.0.0.1:8000", live_server.url))
+        done = subprocess.run(["curl", "--fail-with-body", *command[1:]], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"{line}\n{done.stdout[:500]}{done.stderr[:500]}"
+        if "-o" not in command:
+            assert "error" not in json.loads(done.stdout), line
+    assert (tmp_path / "thumbnail.png").read_bytes()[:4] == b"\x89PNG"
