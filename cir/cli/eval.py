@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate stage one and stage one + two on a benchmark")
     add_config_options(p)
     p.add_argument("--out", type=Path, help="folder for run files, metrics.json and (CIRR test) submission files")
+    p.add_argument("--latex", metavar="FILE", help="write the table as a LaTeX fragment (booktabs)")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     p.set_defaults(func=run)
 
 
@@ -23,24 +25,34 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import evaluate
 
     cfg = load_config(args)
-    check_outputs([("--out", args.out, "folder"), (cache_flag(args), cfg.cache_dir, "folder")])
+    check_outputs([("--out", args.out, "folder"), (cache_flag(args), cfg.cache_dir, "folder"),
+                   ("--latex", args.latex, "file"), ("--markdown", args.markdown, "file")])
     prepare_synthetic(cfg, args, [cfg.benchmark.split])
     result = show_evaluation(cfg, evaluate(cfg))
+    for path in (args.latex, args.markdown):
+        if path and result.metrics:
+            evaluation_report(cfg, result).write(path)
     if args.out:
         write_outputs(args.out, result)
     return 0
 
 
-def show_evaluation(cfg, result):
-    from ..eval.report import render_report
+def evaluation_report(cfg, result):
+    """The table of stage one and stage one + two, with their timings."""
+    from ..eval.report import Report
 
+    b = result.benchmark
+    rows = {result.stages[stage]: m for stage, m in result.metrics.items()}
+    title = f"{b.name} {b.release or b.category or ''} {b.split}".replace("  ", " ")
+    return Report.from_rows(title, rows, report_caption(b, cfg), extra_columns=("ms/query",))
+
+
+def show_evaluation(cfg, result):
     b = result.benchmark
     what = "cache hit: no gallery image encoded" if result.images_encoded == 0 else f"{result.images_encoded} gallery images encoded"
     console.print(f"[dim]gallery {len(b.gallery)} images ({what}, {result.index_seconds:.1f} s); {len(b.queries)} queries[/]")
     if result.metrics:
-        rows = {result.stages[stage]: m for stage, m in result.metrics.items()}
-        title = f"{b.name} {b.release or b.category or ''} {b.split}".replace("  ", " ")
-        console.print(render_report(title, rows, report_caption(b, cfg), extra_columns=("ms/query",)))
+        console.print(evaluation_report(cfg, result).table())
     else:
         console.print(f"{b.name} {b.split} has no targets: write the runs (and submission files) with --out")
     return result

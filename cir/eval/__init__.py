@@ -5,13 +5,14 @@
 """
 
 from .metrics import evaluate, parse_metric, per_query_scores, query_scores, summarize_categories
-from .report import render_report, write_report
+from .report import Report, render_report, write_report
 from .significance import Comparison, compare_runs
 from .submission import build_submission, check_submission_file, write_submission
 from .validate import validate_run
 
 __all__ = [
     "Comparison",
+    "Report",
     "build_submission",
     "check_submission_file",
     "compare_runs",

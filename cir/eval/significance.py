@@ -1,7 +1,9 @@
 """Runs side by side, with a paired two-sided significance test per metric on the per-query values.
 
 As in ranx, every run gets a letter, and a cell carries the letters of the runs it beats significantly (its mean is
-higher and the test's p-value is below alpha). No correction for multiple comparisons is applied.
+higher and the test's p-value is below alpha). By default no correction for multiple comparisons is applied;
+`correct(comparisons, "holm")` adjusts the p-values of one metric over every pair of runs in every comparison given
+(e.g. every group of a breakdown) with Holm's step-down method, and the marks then follow the adjusted values.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from itertools import permutations
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from rich.table import Table
@@ -19,10 +21,10 @@ from ..data.benchmark import Benchmark
 from ..errors import CirError
 from ..types import Run
 from .metrics import per_query_scores
-from .report import build_table
+from .report import SUPERSCRIPTS, build_table
 
 TESTS = ("t-test", "randomization")
-SUPERSCRIPTS = str.maketrans(string.ascii_lowercase[:16], "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖ")
+CORRECTIONS = ("none", "holm")
 RANDOMIZATION_CHUNK = 1_000
 
 
@@ -64,19 +66,24 @@ class Comparison:
     metric_names: list[str]
     means: dict[str, dict[str, float]]
     p_values: dict[tuple[str, str], dict[str, float]]
+    # Holm-adjusted p-values (same keys as p_values) once `correct` has run; the marks follow them when present.
+    adjusted: dict[tuple[str, str], dict[str, float]] | None = None
+    correction: str = "none"
+    family: str = " per metric over every pair of runs"  # the legend's words for what one correction family holds
 
     @property
     def letters(self) -> dict[str, str]:
         return {run: string.ascii_lowercase[i % 26] for i, run in enumerate(self.means)}
 
     def beats(self, run: str, metric: str) -> list[str]:
-        """The runs that `run` beats significantly on `metric`."""
+        """The runs that `run` beats significantly on `metric` (after the correction, if any)."""
+        p_values = self.adjusted if self.adjusted is not None else self.p_values
         return [
             other
             for other in self.means
             if other != run
             and self.means[run][metric] > self.means[other][metric]
-            and self.p_values[(run, other)][metric] < self.alpha
+            and p_values[(run, other)][metric] < self.alpha
         ]
 
     def table(self) -> Table:
@@ -91,8 +98,13 @@ class Comparison:
         return build_table(self.title, self.legend(), self.metric_names, body)
 
     def legend(self) -> str:
+        return f"{self.caption}\n{self.test_note()}"
+
+    def test_note(self) -> str:
+        """One sentence on the test, its level and correction, and what the superscripts mean."""
+        corrected = "" if self.correction == "none" else f", {self.correction.capitalize()}-corrected{self.family}"
         return (
-            f"{self.caption}\nPaired two-sided {self.test}, alpha = {self.alpha}: the superscripts name the runs "
+            f"Paired two-sided {self.test}, alpha = {self.alpha}{corrected}: the superscripts name the runs "
             "that a value beats significantly."
         )
 
@@ -105,6 +117,9 @@ class Comparison:
             "rows": self.means,
             "beats": {run: {m: self.beats(run, m) for m in self.metric_names} for run in self.means},
             "p_values": {f"{a} vs {b}": p for (a, b), p in self.p_values.items() if a < b},
+            **({"correction": self.correction,
+                "adjusted_p_values": {f"{a} vs {b}": p for (a, b), p in self.adjusted.items() if a < b}}
+               if self.adjusted is not None else {}),
         }
 
 
@@ -114,12 +129,31 @@ def compare_runs(
     alpha: float = 0.05,
     test: str = "t-test",
     caption: str | None = None,
+    correction: str = "none",
 ) -> Comparison:
     """Score every run on `benchmark` and test every pair of runs on every metric."""
+    check_test(test, correction)
+    per_query = {name: per_query_scores(benchmark, run) for name, run in runs.items()}
+    comparison = compare_scores(
+        per_query, f"{benchmark.label}: {len(runs)} runs compared", caption or benchmark.protocol, alpha, test
+    )
+    return correct([comparison], correction)[0]
+
+
+def check_test(test: str, correction: str = "none") -> None:
     if test not in TESTS:
         raise CirError(f"unknown significance test {test!r} (known: {', '.join(TESTS)})")
-    per_query = {name: per_query_scores(benchmark, run) for name, run in runs.items()}
-    metric_names = list(benchmark.metric_names)
+    if correction not in CORRECTIONS:
+        raise CirError(f"unknown correction {correction!r} (known: {', '.join(CORRECTIONS)})")
+
+
+def compare_scores(
+    per_query: Mapping[str, Mapping[str, np.ndarray]], title: str, caption: str, alpha: float = 0.05,
+    test: str = "t-test",
+) -> Comparison:
+    """Test every pair of runs on every metric, from their per-query values (run -> metric -> array)."""
+    check_test(test)
+    metric_names = list(next(iter(per_query.values())))
     p_values: dict[tuple[str, str], dict[str, float]] = {}
     for a, b in permutations(per_query, 2):
         if (b, a) in p_values:
@@ -127,11 +161,40 @@ def compare_runs(
             continue
         p_values[(a, b)] = {m: paired_p_value(per_query[a][m], per_query[b][m], test) for m in metric_names}
     return Comparison(
-        title=f"{benchmark.label}: {len(runs)} runs compared",
-        caption=caption or benchmark.protocol,
+        title=title,
+        caption=caption,
         test=test,
         alpha=alpha,
         metric_names=metric_names,
-        means={name: {m: float(v.mean()) for m, v in values.items()} for name, values in per_query.items()},
+        means={name: {m: float(np.mean(v)) for m, v in values.items()} for name, values in per_query.items()},
         p_values=p_values,
     )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (monotone, capped at 1)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for position, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - position) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def correct(comparisons: list[Comparison], correction: str, family: str | None = None) -> list[Comparison]:
+    """Adjust, per metric, the p-values of every unordered pair of runs in every comparison together (one family);
+    "none" leaves them as they are. `family` words the family in the legend."""
+    check_test(comparisons[0].test if comparisons else TESTS[0], correction)
+    if correction == "none" or not comparisons:
+        return comparisons
+    for comparison in comparisons:
+        comparison.adjusted = {pair: dict(p) for pair, p in comparison.p_values.items()}
+        comparison.correction = correction
+        if family is not None:
+            comparison.family = family
+    for metric in comparisons[0].metric_names:
+        keys = [(c, pair) for c in comparisons for pair in c.p_values if pair[0] < pair[1]]
+        for (c, (a, b)), value in zip(keys, holm([c.p_values[pair][metric] for c, pair in keys])):
+            c.adjusted[(a, b)][metric] = c.adjusted[(b, a)][metric] = value
+    return comparisons
