@@ -92,6 +92,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a GradScaler)
     accumulate: int = 1  # micro-batches per optimiser step: batch_size * accumulate * processes is the batch
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, more time)
+    dropout: float | None = None  # override every dropout probability of the trained modules (None: the model's)
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -133,6 +133,14 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
     seed_everything(cfg.seed)
     if cfg.gradient_checkpointing:
         _enable_checkpointing(task.module)
+    if cfg.dropout is not None:
+        for module in task.module.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = cfg.dropout
+        for model in _transformers_models(task.module):  # attention dropout is a config value there, not a module
+            for key in ("attention_probs_dropout_prob", "hidden_dropout_prob", "attention_dropout"):
+                if hasattr(model.config, key):
+                    setattr(model.config, key, cfg.dropout)
     params = [p for p in task.module.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -222,9 +230,13 @@ def _barrier(dist: Distributed) -> None:
 
 def _enable_checkpointing(module: torch.nn.Module) -> None:
     """Activation checkpointing in every transformers model inside `module` (the ViT and the text encoders)."""
-    from transformers import PreTrainedModel
-
-    found = [m for m in module.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+    found = [m for m in _transformers_models(module) if m.supports_gradient_checkpointing]
     for model in found:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     log.info("gradient checkpointing in %d transformers modules", len(found))
+
+
+def _transformers_models(module: torch.nn.Module) -> list:
+    from transformers import PreTrainedModel
+
+    return [m for m in module.modules() if isinstance(m, PreTrainedModel)]
