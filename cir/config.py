@@ -88,6 +88,10 @@ class TrainConfig:
     warmup_steps: int = 100
     max_queries: int | None = None
     threads: int | None = None
+    workers: int = 2  # DataLoader processes reading and preprocessing training images (0: the training process)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a GradScaler)
+    accumulate: int = 1  # micro-batches per optimiser step: batch_size * accumulate * processes is the batch
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory, more time)
     options: dict[str, Any] = field(default_factory=dict)
 
 

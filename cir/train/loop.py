@@ -6,18 +6,21 @@ A stage supplies a `TrainingTask`: its trainable module, its batches, its loss, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig
+from ..errors import CirError
 from ..io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ class TrainingTask(Protocol):
 
     def num_batches(self, batch_size: int) -> int: ...
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Any]: ...
+    def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0) -> Iterator[Any]: ...
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -50,18 +53,86 @@ def _schedule(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclass
+class Distributed:
+    """This process's place in a data-parallel run (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_distributed(device: torch.device) -> Distributed:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on the CPU); one process: nothing to join."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class _LossModule(torch.nn.Module):
+    """The task's loss as a module's forward, so that DistributedDataParallel sees which parameters a step used."""
+
+    def __init__(self, task: TrainingTask) -> None:
+        super().__init__()
+        self.task = task
+        self.trained = task.module
+
+    def forward(self, batch: Any):
+        return self.task.loss(batch)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _mean_over_ranks(logs: dict[str, float], dist: Distributed) -> dict[str, float]:
+    """Logged values averaged over the ranks (each rank's shard is the same size): the global batch's values."""
+    if dist.world == 1 or not logs:
+        return logs
+    import torch.distributed as tdist
+
+    values = torch.tensor(list(logs.values()), dtype=torch.float64)
+    tdist.all_reduce(values)
+    return dict(zip(logs, (values / dist.world).tolist()))
+
+
 def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, weights_name: str = "model") -> dict:
     """Train for cfg.epochs, validating and checkpointing after each; returns the last validation metrics.
 
     `out/state.pt` (weights, optimiser, schedule position, RNG) makes a run resumable; `out/<weights_name>.safetensors`
-    holds the latest weights and `out/metrics.jsonl` one line per epoch.
+    holds the latest weights and `out/metrics.jsonl` one line per epoch. Under torchrun every rank trains on its own
+    shard of each global batch, DistributedDataParallel averages the gradients, and rank 0 alone validates and
+    writes. `cfg.precision` runs the loss under autocast (fp16 with a GradScaler); `cfg.accumulate` micro-batches
+    make one optimiser step.
     """
     from tqdm.auto import tqdm
 
+    if cfg.precision not in PRECISIONS:
+        raise CirError(f"precision {cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if cfg.accumulate < 1:
+        raise CirError(f"accumulate {cfg.accumulate}: at least 1 micro-batch per optimiser step")
+    device = getattr(task, "device", torch.device("cpu"))
+    dist = start_distributed(device)
+    task.rank, task.world = dist.rank, dist.world
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    if cfg.gradient_checkpointing:
+        _enable_checkpointing(task.module)
     params = [p for p in task.module.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -69,36 +140,55 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     per_epoch = task.num_batches(cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    steps_per_epoch = max(1, per_epoch // cfg.accumulate)
+    total = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, cfg.warmup_steps, total))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    step_loss: torch.nn.Module = _LossModule(task)
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dist.local_rank] if device.type == "cuda" else None
+        step_loss = DistributedDataParallel(step_loss, device_ids=ids, find_unused_parameters=True)
     start_epoch, metrics = 0, {}
     state_path = out / "state.pt"
     if resume and state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=device)
         task.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, metrics = state["epoch"], state["metrics"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resumed from %s at epoch %d", state_path, start_epoch)
-    else:
+    elif dist.main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         task.module.train()
         started, running = time.time(), {}
-        bar = tqdm(task.batches(cfg.batch_size, rng), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        batches = task.batches(cfg.batch_size, rng, workers=cfg.workers)
+        bar = tqdm(batches, total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not dist.main)
+        optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
-            loss, logs = task.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
+            with _autocast(cfg.precision, device):
+                loss, logs = step_loss(batch)
+            scaler.scale(loss / cfg.accumulate).backward()
+            if (i + 1) % cfg.accumulate == 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            logs = _mean_over_ranks(logs, dist)
             for name, value in logs.items():
                 running[name] = running.get(name, 0.0) * i / (i + 1) + value / (i + 1)
             bar.set_postfix({n: f"{v:.3f}" for n, v in running.items()})
         task.module.eval()
+        if not dist.main:
+            metrics = {"epoch": epoch + 1, **running}
+            _barrier(dist)
+            continue
         metrics = {"epoch": epoch + 1, "seconds": round(time.time() - started, 1), **running, **task.validate()}
         log.info("epoch %d: %s", epoch + 1, metrics)
         task.save_weights(out / f"{weights_name}.safetensors")
@@ -116,4 +206,25 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
             )
         with (out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(metrics) + "\n")
+        _barrier(dist)
     return metrics
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _barrier(dist: Distributed) -> None:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
+def _enable_checkpointing(module: torch.nn.Module) -> None:
+    """Activation checkpointing in every transformers model inside `module` (the ViT and the text encoders)."""
+    from transformers import PreTrainedModel
+
+    found = [m for m in module.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+    for model in found:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    log.info("gradient checkpointing in %d transformers modules", len(found))

@@ -17,22 +17,37 @@ log = logging.getLogger(__name__)
 
 def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> None:
     """An unknown key under train_<stage>.options is a config error naming the file and the key, not a TypeError."""
-    known = set(inspect.signature(task_class).parameters) - {"model", "data", "val_benchmark", "scene_labels"}
-    if stage != "stage1":
-        known.add("stage1")  # the stage-one checkpoint the later stages read
+    known = set(inspect.signature(task_class).parameters) - {"model", "data", "val_benchmark", "scene_labels", "cache"}
+    known.add("stage1" if stage != "stage1" else "init_from_model")
     unknown = sorted(set(options) - known)
     if unknown:
         raise CirError(f"{cfg.source}: unknown key train_{stage}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
 
 
+def _check_scene_weight(cfg: Config, stage: str, options: dict) -> None:
+    """The scene probes read the synthetic benchmark's metadata: refuse them elsewhere before any image is read."""
+    from ..data.synth.layout import read_own_metadata
+
+    if options.get("scene_weight") and read_own_metadata(Path(cfg.benchmark.root)) is None:
+        raise CirError(
+            f"{cfg.source}: train_{stage}.options.scene_weight needs cir's synthetic benchmark (its scene metadata), "
+            f"but {cfg.benchmark.root} is not one: set scene_weight to 0 for {cfg.benchmark.name}"
+        )
+
+
 def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict:
-    from ..models import create_model
+    """Train `stage` (stage1, stage2 or sparse) as the config says, writing weights and metrics under `out`."""
+    from ..cache import FeatureCache
+    from ..models import create_model, model_from_settings
 
     tcfg = getattr(cfg, f"train_{stage}")
+    opts = dict(tcfg.options)
+    _check_scene_weight(cfg, stage, opts)
     seed_everything(tcfg.seed)
     train_set = open_benchmark(cfg, cfg.benchmark.train_split)
     val_set = open_benchmark(cfg)
-    opts = dict(tcfg.options)
+    cache = FeatureCache(cfg.cache_dir) if cfg.cache_dir else None
+    device = cfg.model.device
 
     def with_scene_labels(data) -> dict:
         if not opts.get("scene_weight"):
@@ -45,9 +60,13 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
         from .stage1 import Stage1Task
 
         _check_options(cfg, stage, Stage1Task, opts)
-        model = create_model(cfg.model.name)
+        if opts.pop("init_from_model", False):  # fine-tune the config's weights (BLIP's pre-trained model_base.pth)
+            model = model_from_settings(cfg.model)
+        else:
+            model = create_model(cfg.model.name, stages=("stage1",), device=device)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
         task = Stage1Task(model, data, val_set, **with_scene_labels(data))
+        task.device = model.device
         return fit(task, tcfg, out, resume, weights_name="stage1")
     from .sparse import SparseTask
     from .stage2 import Stage2Task
@@ -58,8 +77,11 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     if stage1_path is None:
         raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
     stages = ("stage1",) if stage == "sparse" else ("stage1", "stage2")
-    model = create_model(cfg.model.name, stage1_path, stages=stages)
+    model = create_model(cfg.model.name, stage1_path, stages=stages, device=device)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
-        return fit(SparseTask(model, data, val_set, **opts), tcfg, out, resume, weights_name="sparse")
-    return fit(Stage2Task(model, data, val_set, **with_scene_labels(data)), tcfg, out, resume, weights_name="stage2")
+        task = SparseTask(model, data, val_set, cache=cache, **opts)
+    else:
+        task = Stage2Task(model, data, val_set, cache=cache, **with_scene_labels(data))
+    task.device = model.device
+    return fit(task, tcfg, out, resume, weights_name=stage)

@@ -53,6 +53,7 @@ class SparseTask(TripletTask):
         mined: int = 0,
         trainable_vocab: bool = False,
         mined_pool: int | None = None,
+        cache=None,
     ):
         if mined_pool is not None and mined_pool < mined:
             raise CirError(f"train_sparse: mined_pool ({mined_pool}) must be at least mined ({mined}), the images drawn from it")
@@ -63,7 +64,7 @@ class SparseTask(TripletTask):
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
-        _, self.image_emb, _, _, _, self.query_emb = precompute_stage_one(model, data)
+        _, self.image_emb, _, _, _, self.query_emb = precompute_stage_one(model, data, cache)
         self.mined_per_step = mined
         self.mined = mine_negatives(self.query_emb, self.image_emb, data, max(mined, mined_pool or 0)) if mined else None
         self.teacher_temp = teacher_temp or float(model.stage1.temp.clamp(1e-3, 0.5))
@@ -72,7 +73,7 @@ class SparseTask(TripletTask):
         ]
         self.step = 0
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """(queries, restriction draws, mined images) per step."""
         for idx in self.query_batches(batch_size, rng):
             yield idx, rng.random(len(idx)), self._draw_mined(idx, rng)

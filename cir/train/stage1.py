@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import TripletData, TripletTask
+from .data import TripletData, TripletTask, image_batches
 from .probes import SceneProbes, scene_classes
 
 REVERSE_MARKER = 1  # "[unused0]": marks a reversed query, right after [ENC]
@@ -31,12 +31,25 @@ def contrastive_logits(queries: torch.Tensor, candidates: torch.Tensor, temp: to
     return queries @ candidates.t() / temp.clamp(min=1e-3, max=0.5)
 
 
-def masked_cross_entropy(logits: torch.Tensor, cand_rows: np.ndarray, positive_rows: np.ndarray) -> torch.Tensor:
-    """Cross-entropy against column i for row i, ignoring other columns that show the same image as the positive."""
-    same = torch.from_numpy(positive_rows[:, None] == cand_rows[None, :])
-    labels = torch.arange(len(positive_rows))
-    same[labels, labels] = False
+def masked_cross_entropy(
+    logits: torch.Tensor, cand_rows: np.ndarray, positive_rows: np.ndarray, offset: int = 0
+) -> torch.Tensor:
+    """Cross-entropy against column offset + i for row i, ignoring other columns that show the same image as the
+    positive (`offset`: where this process's queries' positives start among candidates gathered from every rank)."""
+    same = torch.from_numpy(positive_rows[:, None] == cand_rows[None, :]).to(logits.device)
+    labels = torch.arange(len(positive_rows), device=logits.device) + offset
+    same[torch.arange(len(positive_rows), device=logits.device), labels] = False
     return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
+
+
+class _ReferencesThenTargets:
+    """The image rows a stage-one batch reads: its queries' references, then their targets."""
+
+    def __init__(self, data: TripletData) -> None:
+        self.ref_rows, self.target_rows = data.ref_rows, data.target_rows
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.ref_rows[idx], self.target_rows[idx]])
 
 
 class Stage1Task(TripletTask):
@@ -63,22 +76,27 @@ class Stage1Task(TripletTask):
             self.probes = SceneProbes(cfg.vision.width, cfg.text.hidden_size, cells, classes, per_patch)
             self.module["probes"] = self.probes
 
-    def batches(self, batch_size: int, rng: np.random.Generator):
-        return self.query_batches(batch_size, rng)
+    def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0):
+        """(query indices, pixels of their references then their targets), the images read by DataLoader workers."""
+        return image_batches(self.data, list(self.query_batches(batch_size, rng)), _ReferencesThenTargets(self.data), workers)
 
-    def loss(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: tuple[np.ndarray, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        idx, pixels = batch
         stage1, data = self.model.stage1, self.data
         ref_rows, tgt_rows = data.ref_rows[idx], data.target_rows[idx]
-        tokens = stage1.image_tokens(data.pixels[np.concatenate([ref_rows, tgt_rows])].float())
+        tokens = stage1.image_tokens(pixels.to(self.device).float())
         ref_tokens, tgt_tokens = tokens.split(len(idx))
         image_emb = stage1.image_embedding(tokens)
         texts = [data.queries[i].text for i in idx]
-        ids, mask = self.model.tokenizer(texts)
+        ids, mask = (t.to(self.device) for t in self.model.tokenizer(texts))
         fused = stage1.fuse(ref_tokens, ids, mask)
         query_emb = stage1.query_embedding(fused)
-        cand_rows = np.concatenate([tgt_rows, ref_rows])
-        logits = contrastive_logits(query_emb, image_emb.roll(-len(idx), 0), stage1.temp)
-        loss = masked_cross_entropy(logits, cand_rows, tgt_rows)
+        # candidates: the targets, then the references, of the whole batch (every rank's, under DDP)
+        ref_emb, tgt_emb = image_emb.split(len(idx))
+        candidates = torch.cat([self.gather(tgt_emb), self.gather(ref_emb)])
+        cand_rows = np.concatenate([self.gather_rows(tgt_rows), self.gather_rows(ref_rows)])
+        logits = contrastive_logits(query_emb, candidates, stage1.temp)
+        loss = masked_cross_entropy(logits, cand_rows, tgt_rows, offset=self.rank * len(idx))
         logs = {"loss": loss.item()}
         if self.scene_weight:
             labels = self.scene_labels[torch.from_numpy(np.concatenate([ref_rows, tgt_rows]))]

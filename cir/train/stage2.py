@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from .data import TripletData, TripletTask
-from .mining import mine_negatives, precompute_stage_one
+from ..errors import CirError
+from ..stages.rerank import reranker_tower
+from .mining import mine_negatives, precompute_stage_one, tower_tokens
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,13 @@ class Stage2Task(TripletTask):
         stage1_weight_scale: float = 1.0,
         scene_weight: float = 0.0,
         scene_labels: torch.Tensor | None = None,
+        cache=None,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
+        if not 0 <= calibration_queries < len(data):
+            raise CirError(f"calibration_queries {calibration_queries} leaves no training query of {len(data)}: "
+                           "set train_stage2.options.calibration_queries lower (0 turns the calibration off)")
+        self.cache = cache
         self.module = torch.nn.ModuleDict({"stage2": model.stage2})
         self.stage1_weight = stage1_weight_scale / model.stage1.temp.clamp(1e-3, 0.5).item()
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
@@ -97,13 +104,16 @@ class Stage2Task(TripletTask):
             init_stage2_from_stage1(model)
         if model.config.tie_stage2_word_embeddings:
             model.stage2.embeddings_from(model.stage1)
-        self.tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = precompute_stage_one(model, data)
+        stage1_tokens, self.image_emb, self.fused, self.ids, self.mask, self.query_emb = precompute_stage_one(model, data, cache)
+        # stage two reads the tokens it reads at inference: stage one's when shared, else its own (frozen) ViT's
+        own = reranker_tower(model)
+        self.tokens = stage1_tokens if own == "stage1" else tower_tokens(model, own, data, cache)[0]
         self.mined = mine_negatives(self.query_emb, self.image_emb, data, mine_depth) if mined_negatives else None
         # the last training queries are held out to choose the weight of the stage-one score (never the eval split)
         self.train_count = len(data) - calibration_queries
         self.calibration_depth = calibration_depth
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for idx in self.query_batches(batch_size, rng):
             yield idx, self._groups(idx, rng)
 
@@ -194,8 +204,8 @@ class Stage2Task(TripletTask):
         from ..stages.rerank import DualEncoderReranker
 
         b = self.val_benchmark
-        reranker = DualEncoderReranker(self.model, stage1_weight=self.stage1_weight)
-        pipeline = Pipeline(DenseRetriever(self.model), [(reranker, None)], b.top_k, b.exclude_reference)
+        reranker = DualEncoderReranker(self.model, self.cache, stage1_weight=self.stage1_weight)
+        pipeline = Pipeline(DenseRetriever(self.model, self.cache), [(reranker, None)], b.top_k, b.exclude_reference)
         pipeline.index(b.gallery)
         runs = pipeline.run(b.queries, depth=len(b.gallery))
         for stage, run in runs.items():
