@@ -210,3 +210,57 @@ def test_hub_id_detection_leaves_paths_and_tags_alone(tmp_path, monkeypatch):
         create_model("blip-golden", "runs/stage1.safetensors")
     with pytest.raises(CirError, match="unknown pretrained tag 'nope'"):
         create_model("blip-golden", "nope")
+
+
+@pytest.mark.parametrize("source", ["transformers", "reference"])
+def test_stage_two_initialised_from_stage_one_weights(saved, source):
+    """Training init: stage two from stage-one weights, as the reference loads BLIP's model_base.pth into BLIP_NLVR."""
+    from cir.models.checkpoint import apply_checkpoints, stage2_init_from
+
+    golden = Path(__file__).resolve().parents[2] / "shared" / "golden" / "stage1.safetensors"
+    path = saved[0] if source == "transformers" else golden
+    torch.manual_seed(0)
+    model = create_model("blip-golden", path, stages=("stage1", "stage2"))
+    merge_before = model.stage2.text_encoder.encoder.layer[7].crossattention.output.merge_layer.weight.clone()
+    init = stage2_init_from(read_checkpoint(path), model)
+    apply_checkpoints(model, [init])  # every stage-two key given or kept on purpose, every shape checked
+    one, two = model.stage1.state_dict(), model.stage2.state_dict()
+    layer = "text_encoder.encoder.layer.7.crossattention"
+    for branch in "01":
+        assert torch.equal(two[f"{layer}.self{branch}.key.weight"], one[f"{layer}.self.key.weight"])
+        assert torch.equal(two[f"{layer}.output.dense{branch}.bias"], one[f"{layer}.output.dense.bias"])
+    for norm in "AB":
+        assert torch.equal(two[f"{layer}.output.LayerNorm{norm}.weight"], one[f"{layer}.output.LayerNorm.weight"])
+    assert torch.equal(two["visual_encoder.post_layernorm.weight"], one["visual_encoder.post_layernorm.weight"])
+    assert torch.equal(two["text_encoder.encoder.layer.0.output.dense.weight"],
+                       one["text_encoder.encoder.layer.0.output.dense.weight"])
+    assert torch.equal(model.stage2.text_encoder.encoder.layer[7].crossattention.output.merge_layer.weight, merge_before)
+    assert set(init.kept_initial["stage2"]) == {k for k in two if ".merge_layer." in k or k.startswith("cls_head.")}
+    assert {"text_proj.weight", "vision_proj.bias"} <= set(init.dropped)
+
+
+def test_stage_two_init_leaves_what_stage_two_shares(tmp_path):
+    """blip-tiny's stage two shares stage one's ViT and word table: neither comes from the file."""
+    from cir.models import save_checkpoint
+    from cir.models.checkpoint import TIED_STAGE2_KEY, apply_checkpoints, stage2_init_from
+
+    torch.manual_seed(0)
+    model = create_model("blip-tiny")
+    path = save_checkpoint(model, tmp_path / "stage1.safetensors", dtype=None, parts=("stage1",))
+    init = stage2_init_from(read_checkpoint(path), model)
+    assert init.dropped[TIED_STAGE2_KEY].startswith("stage two's word embeddings")
+    assert any(key.startswith("visual_encoder.") and "ViT" in why for key, why in init.dropped.items())
+    apply_checkpoints(model, [init])
+    assert model.stage2.text_encoder.embeddings.word_embeddings is model.stage1.text_encoder.embeddings.word_embeddings
+
+
+def test_run_config_names_a_transformers_folder(saved):
+    """`model.stage1` (or `model.pretrained`) of a run config, and so `train_stage1.options.init_from_model`."""
+    from cir.config import ModelSettings
+    from cir.models import model_from_settings
+
+    folder, _ = saved
+    for settings in (ModelSettings(name="blip-golden", pretrained=None, stage1=str(folder)),
+                     ModelSettings(name="blip-golden", pretrained=str(folder))):
+        model = model_from_settings(settings)
+        assert model.weights_id == checkpoint_hash(folder) and model.stage2 is None

@@ -28,10 +28,13 @@ from ..errors import CirError, FormatError
 from ..io import atomic_path
 from .config import ModelConfig
 from .convert import (
+    STAGE2_INIT_ABSENT,
+    STAGE2_INIT_DROPPED,
     TRANSFORMERS_ABSENT,
     convert_reference_state,
     convert_state,
     reference_stage,
+    stage1_key_to_stage2,
     transformers_config_mismatches,
     transformers_config_value,
     transformers_drop_reason,
@@ -189,6 +192,40 @@ def apply_checkpoints(model: "CirModel", contents: Sequence[CheckpointContents])
             found = {key: tuple(t.shape) for key, t in state.items()}
             check_part_keys(found, expected, f"{item.path} ({part})", item.origin.get(part, {}))
             _copy_into(module, state)
+
+
+def stage2_init_from(contents: CheckpointContents, model: "CirModel") -> CheckpointContents:
+    """Stage-two weights for training made from a stage-one checkpoint's weights, as the reference initialises
+    BLIP_NLVR from BLIP's model_base.pth: each attention copied into both branches, the ViT, embeddings and FFN as
+    they are; `merge_layer` and `cls_head` keep their initial values. Apply it with `apply_checkpoints`, which checks
+    every key. A stage two that shares stage one's ViT or word embeddings takes neither from the file."""
+    if "stage1" not in contents.parts:
+        raise FormatError(f"{contents.path}: no stage-one weights to initialise stage two from")
+    if model.stage2 is None:
+        raise CirError(f"model {model.name!r} was built without stage two")
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    dropped = dict(contents.dropped)
+    shared = {}  # key prefix -> why stage two takes it from stage one rather than from the file
+    if model.config.share_stage2_vision:
+        shared["visual_encoder."] = "stage two shares stage one's ViT"
+    if model.config.tie_stage2_word_embeddings:
+        shared[TIED_STAGE2_KEY] = "stage two's word embeddings are stage one's"
+    file_names = contents.origin.get("stage1", {})
+    for key, tensor in contents.parts["stage1"].items():
+        name = file_names.get(key, key)
+        targets = stage1_key_to_stage2(key)
+        reason = next((why for prefix, why in shared.items() if key.startswith(prefix)), None)
+        if reason is None and not targets:
+            reason = next(why for pattern, why in STAGE2_INIT_DROPPED if pattern.search(key))
+        if reason is not None:
+            dropped[name] = reason
+            continue
+        for target in targets:
+            state[target], origin[target] = tensor, name
+    kept = {key: why for key in part_state(model, "stage2") for pattern, why in STAGE2_INIT_ABSENT if pattern.search(key)}
+    return CheckpointContents(contents.path, contents.source, {"stage2": state}, origin={"stage2": origin},
+                              dropped=dropped, kept_initial={"stage2": kept}, source_config=contents.source_config)
 
 
 def check_transformers_config(item: CheckpointContents, config: ModelConfig) -> None:

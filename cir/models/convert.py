@@ -172,3 +172,35 @@ def transformers_config_mismatches(data: Mapping[str, Any], config: Any) -> list
         if value != cir_value:
             problems.append(f"{field} = {value!r} but {cir_field} = {cir_value!r}")
     return problems
+
+
+# --- stage two initialised from a stage-one state (the reference's loading of BLIP's model_base.pth) ---------------
+
+# Stage-one (cir) keys -> stage-two keys: each attention's `self` into both branches' `self0` / `self1`, its output
+# `dense` into `dense0` / `dense1` and its `LayerNorm` into `LayerNormA` / `LayerNormB`; the rest keeps its name.
+_STAGE2_BRANCHES = (
+    (re.compile(r"^(text_encoder\.encoder\.layer\.\d+\.(?:attention|crossattention))\.self\.(.+)$"),
+     (r"\1.self0.\2", r"\1.self1.\2")),
+    (re.compile(r"^(text_encoder\.encoder\.layer\.\d+\.(?:attention|crossattention))\.output\.dense\.(.+)$"),
+     (r"\1.output.dense0.\2", r"\1.output.dense1.\2")),
+    (re.compile(r"^(text_encoder\.encoder\.layer\.\d+\.(?:attention|crossattention))\.output\.LayerNorm\.(.+)$"),
+     (r"\1.output.LayerNormA.\2", r"\1.output.LayerNormB.\2")),
+)
+STAGE2_INIT_DROPPED = (
+    (re.compile(r"^(vision_proj|text_proj)\.|^temp$"), "stage two has no projections or temperature"),
+)
+# Stage-two keys no stage-one state holds: they start as built (random), as in the reference.
+STAGE2_INIT_ABSENT = (
+    (re.compile(r"\.merge_layer\."), "the concat merge starts random, as in the reference"),
+    (re.compile(r"^cls_head\."), "the head starts random, as in the reference"),
+)
+
+
+def stage1_key_to_stage2(key: str) -> tuple[str, ...]:
+    """The stage-two keys a stage-one (cir) key initialises: two for a branch-split tensor, none when dropped."""
+    if any(pattern.search(key) for pattern, _ in STAGE2_INIT_DROPPED):
+        return ()
+    for pattern, targets in _STAGE2_BRANCHES:
+        if pattern.match(key):
+            return tuple(pattern.sub(target, key) for target in targets)
+    return (key,)
