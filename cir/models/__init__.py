@@ -39,6 +39,7 @@ _EXPORTS = {
     "load_checkpoint": "checkpoint",
     "read_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "stage2_init_from": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -17,6 +17,7 @@ from .config import ModelConfig, config_differences
 from .preprocess import ImagePreprocessor
 from .pretrained import get_pretrained, is_tag
 from .registry import get_model_config
+from .sources import looks_like_hub_id
 from .stage1 import Stage1Model
 from .stage2 import Stage2Model
 from .tokenizer import BlipTokenizer
@@ -117,7 +118,9 @@ def create_model(
     `pretrained`, as in open_clip: a tag of `list_pretrained()` for this model (e.g. "synth" for "blip-tiny": both
     stages' shipped weights, and what the tag knows beyond them as `model.pretrained_cfg`); a checkpoint file (cir
     safetensors, the reference work's `BLIP_Retrieval` / `BLIP_NLVR`, LAVIS/BLIP; a single file is taken as stage
-    one's); or a list of files (stage one and stage two saved apart). None: random weights.
+    one's); a transformers `BlipForImageTextRetrieval` folder (`save_pretrained`) or its hub id (e.g.
+    "Salesforce/blip-itm-base-coco", downloaded when the hub is reachable), stage one only, its config.json checked
+    against `name`'s sizes; or a list of files (stage one and stage two saved apart). None: random weights.
     `stages`: the parts to build. By default both when no file is given, else exactly the parts the files hold
     (weights are never silently random). Naming the parts builds them all and loads what the files hold, so
     `stages=("stage1", "stage2")` with a stage-one file starts a fresh stage two for training.
@@ -130,8 +133,9 @@ def create_model(
     if is_tag(name, pretrained):
         spec = get_pretrained(name, pretrained)
         pretrained, pretrained_cfg = spec.files(), spec.config()
-    elif isinstance(pretrained, str) and not Path(pretrained).exists() and not Path(pretrained).suffix:
-        get_pretrained(name, pretrained)  # neither a tag nor a file: the error lists the tags
+    elif (isinstance(pretrained, str) and not Path(pretrained).exists() and not Path(pretrained).suffix
+          and not looks_like_hub_id(pretrained)):
+        get_pretrained(name, pretrained)  # neither a tag, a file nor a hub id: the error lists the tags
     first_part = "stage1" if isinstance(pretrained, (str, Path)) else None
     contents = read_checkpoints(pretrained, first_part)
     for item in contents:
@@ -206,5 +210,4 @@ def _assemble(config: ModelConfig, contents: list[CheckpointContents], stages: S
 
 def _only(item: CheckpointContents, parts: Sequence[str]) -> CheckpointContents:
     """The contents restricted to the parts being built (stage two of a file can be left out on request)."""
-    kept = {part: state for part, state in item.parts.items() if part in parts}
-    return CheckpointContents(item.path, item.source, kept, item.origin, item.config)
+    return replace(item, parts={part: state for part, state in item.parts.items() if part in parts})

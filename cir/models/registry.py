@@ -36,7 +36,19 @@ register_model(
         embed_dim=256,
         stage2_average_layers=6,
         description="BLIP base (ViT-B/16 at 384 px, BERT-base) with the reference wiring; "
-        "loads the reference work's and LAVIS checkpoints",
+        "loads the reference work's and LAVIS checkpoints, and transformers' Salesforce/blip-itm-base-coco",
+    ),
+)
+
+register_model(
+    "blip-large",
+    ModelConfig(
+        vision=VisionConfig(image_size=384, patch_size=16, width=1024, depth=24, heads=16),
+        text=TextConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+        embed_dim=256,
+        stage2_average_layers=6,
+        description="BLIP large (ViT-L/16 at 384 px, BERT-base cross-attending 1024-wide image tokens); stage one "
+        "loads transformers' Salesforce/blip-itm-large-coco",
     ),
 )
 
