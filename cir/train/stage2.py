@@ -70,6 +70,7 @@ class Stage2Task(TripletTask):
         mined_negatives: int = 2,
         mine_depth: int = 20,
         init_from_stage1: bool = True,
+        init_from: str | None = None,
         calibration_queries: int = 500,
         calibration_depth: int = 50,
         stage1_weight_scale: float = 1.0,
@@ -100,7 +101,11 @@ class Stage2Task(TripletTask):
         self.mined_negatives = mined_negatives
         model.stage1.eval()
         model.stage1.requires_grad_(False)
-        if init_from_stage1:
+        if init_from is not None:  # the reference's start: BLIP's pre-trained weights copied into both branches
+            from ..models.checkpoint import apply_checkpoints, read_checkpoint, stage2_init_from
+
+            apply_checkpoints(model, [stage2_init_from(read_checkpoint(init_from), model)])
+        elif init_from_stage1:
             init_stage2_from_stage1(model)
         if model.config.tie_stage2_word_embeddings:
             model.stage2.embeddings_from(model.stage1)
