@@ -146,3 +146,36 @@ def live_server(synth_tiny: Path, tmp_path_factory: pytest.TempPathFactory):
         pytest.fail("cir serve did not stop within 30 s of SIGTERM")
     assert code == 0, log.read_text()[-2000:]
     assert "shut down" in log.read_text()
+
+
+def write_fashioniq_tree(source: Path, root: Path, train_queries: int, val_queries: int, size: int = 24) -> Path:
+    """A FashionIQ folder with the real train and val captions (the first `*_queries` of each category), split files
+    listing exactly the images they name, and small generated placeholder images (a colour per image)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "captions").mkdir(parents=True)
+    (root / "image_splits").mkdir()
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    written: set[str] = set()
+    for split, count in (("train", train_queries), ("val", val_queries)):
+        for category in ("dress", "shirt", "toptee"):
+            entries = json.loads((source / "captions" / f"cap.{category}.{split}.json").read_text())[:count]
+            names = list(dict.fromkeys(n for e in entries for n in (e["candidate"], e["target"])))
+            (root / "captions" / f"cap.{category}.{split}.json").write_text(json.dumps(entries))
+            (root / "image_splits" / f"split.{category}.{split}.json").write_text(json.dumps(names))
+            for name in names:
+                if name not in written:
+                    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+                    Image.new("RGB", (size, size), colour).save(root / "images" / f"{name}.png")
+                    written.add(name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashioniq_tree(benchmarks_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small FashionIQ tree: 100 train and 30 val queries per category with the real captions, placeholder images."""
+    return write_fashioniq_tree(benchmarks_dir / "fashioniq", tmp_path_factory.mktemp("fiq") / "fashioniq", 100, 30)

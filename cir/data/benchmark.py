@@ -44,6 +44,9 @@ class Benchmark:
     headline_of: tuple[str, ...] = ()
     # When the gallery is not loaded (CIRCO without its COCO images), the form every image id must take.
     id_pattern: str | None = None
+    # Training texts a query may be given instead of its evaluation text (FashionIQ: its captions in either order,
+    # or one alone, as the reference work trains); None: the evaluation text only.
+    text_variants: dict[str, list[str]] | None = None
 
     @property
     def label(self) -> str:
@@ -100,10 +103,15 @@ def load_benchmark(
 
         if category is None:
             raise CirError(
-                "FashionIQ is scored per category: give a category (dress, shirt, toptee), "
-                "or use cir.data.load_fashioniq_categories for all three"
+                "FashionIQ is scored per category: give a category (dress, shirt, toptee; or all, to train on the "
+                "three together), or use cir.data.load_fashioniq_categories for all three"
             )
-        benchmark = load_fashioniq(root, split, category, image_root=image_root, exclude_reference=exclude_reference)
+        if category == "all":
+            from .fashioniq import load_fashioniq_all
+
+            benchmark = load_fashioniq_all(root, split, image_root=image_root, exclude_reference=exclude_reference)
+        else:
+            benchmark = load_fashioniq(root, split, category, image_root=image_root, exclude_reference=exclude_reference)
     elif name == "circo":
         from .circo import load_circo
 

@@ -44,6 +44,12 @@ def join_captions(first: str, second: str) -> str:
     return f"{first.strip('.?, ').capitalize()} and {second.strip('.?, ')}"
 
 
+def caption_variants(first: str, second: str) -> list[str]:
+    """The training texts of the reference work: both captions in either order, or one alone."""
+    one, two = first.strip(".?, "), second.strip(".?, ")
+    return [join_captions(first, second), join_captions(second, first), one.capitalize(), two.capitalize()]
+
+
 def image_paths(names: list[str], folder: Path) -> dict[str, Path]:
     """Where each product image lives: the file with that stem if the folder has one, else `<asin>.png`."""
     found = scan_images(folder, IMAGE_SUFFIXES) if folder.is_dir() else {}
@@ -75,6 +81,7 @@ def load_fashioniq(
 
     queries: list[Query] = []
     targets: dict[str, list[str]] = {}
+    variants: dict[str, list[str]] = {}
     for index, entry in enumerate(entries):
         where = f"{captions_path}: entry {index}"
         reference = entry_field(entry, "candidate", str, where)
@@ -83,6 +90,7 @@ def load_fashioniq(
             raise FormatError(f"{where}: expected 2 captions, got {len(captions)}")
         require_known(reference, "candidate", gallery, where, SPLIT_LISTING)
         queries.append(Query(str(index), reference, join_captions(*captions)))
+        variants[str(index)] = caption_variants(*captions)
         if "target" in entry:
             target = entry_field(entry, "target", str, where)
             require_known(target, "target", gallery, where, SPLIT_LISTING)
@@ -107,6 +115,7 @@ def load_fashioniq(
         top_k=TOP_K,
         metric_names=[f"recall@{k}" for k in RECALL_AT] + ["avg"],
         headline_of=REPORTED,
+        text_variants=variants,
     )
 
 
@@ -121,3 +130,35 @@ def load_fashioniq_categories(
         c: load_fashioniq(root, split, c, image_root=image_root, exclude_reference=exclude_reference)
         for c in CATEGORIES
     }
+
+
+def load_fashioniq_all(
+    root: str | os.PathLike | None,
+    split: str,
+    image_root: str | os.PathLike | None = None,
+    exclude_reference: bool | None = None,
+) -> Benchmark:
+    """The three categories of a split as one benchmark to train on (query ids "<category>/<index>", one gallery of
+    all their images), as the reference work trains FashionIQ. Evaluation stays per category."""
+    from dataclasses import replace
+
+    parts = load_fashioniq_categories(root, split, image_root=image_root, exclude_reference=exclude_reference)
+    queries, targets, variants, paths = [], {}, {}, {}
+    for category, b in parts.items():
+        for q in b.queries:
+            qid = f"{category}/{q.id}"
+            queries.append(replace(q, id=qid))
+            variants[qid] = b.text_variants[q.id]
+            if b.targets is not None:
+                targets[qid] = b.targets[q.id]
+        paths.update(b.gallery.paths)
+    first = parts[CATEGORIES[0]]
+    return replace(
+        first,
+        category="all",
+        protocol=f"FashionIQ {split}: dress, shirt and toptee together (for training; evaluation is per category)",
+        queries=queries,
+        gallery=Gallery(list(paths), paths, name=f"fashioniq-all-{split}"),
+        targets=targets or None,
+        text_variants=variants,
+    )

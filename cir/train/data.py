@@ -28,6 +28,7 @@ class TripletData:
     image_ids: list[str]  # the training images, by row
     gallery: Gallery  # where each of them lives
     preprocess: Callable  # PIL images -> (B, 3, H, W) float tensor
+    variants: list[list[str]] | None = None  # per query, training texts to draw from (None: its text only)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -63,6 +64,7 @@ def load_triplets(benchmark, preprocess, max_queries: int | None = None) -> Trip
         image_ids=list(needed),
         gallery=benchmark.gallery,
         preprocess=preprocess,
+        variants=[benchmark.text_variants[q.id] for q in queries] if benchmark.text_variants else None,
     )
 
 

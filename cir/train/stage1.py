@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import CirError
 from .data import TripletData, TripletTask, image_batches
 from .probes import SceneProbes, scene_classes
 
@@ -62,8 +63,13 @@ class Stage1Task(TripletTask):
         reverse_weight: float = 0.0,
         scene_weight: float = 0.0,
         scene_labels: torch.Tensor | None = None,
+        random_captions: bool = False,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
+        if random_captions and data.variants is None:
+            raise CirError("train_stage1.options.random_captions: this benchmark has one text per query (FashionIQ has variants)")
+        self.random_captions = random_captions
+        self.texts = [q.text for q in data.queries]
         self.reverse_weight = reverse_weight
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
         self.scene_labels = scene_labels
@@ -77,8 +83,14 @@ class Stage1Task(TripletTask):
             self.module["probes"] = self.probes
 
     def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0):
-        """(query indices, pixels of their references then their targets), the images read by DataLoader workers."""
-        return image_batches(self.data, list(self.query_batches(batch_size, rng)), _ReferencesThenTargets(self.data), workers)
+        """(query indices, pixels of their references then their targets), the images read by DataLoader workers.
+
+        With `random_captions`, each query's text this epoch is drawn from its variants (FashionIQ: the captions in
+        either order, or one alone), as the reference work trains."""
+        order = list(self.query_batches(batch_size, rng))
+        if self.random_captions:
+            self.texts = [v[int(rng.integers(len(v)))] for v in self.data.variants]
+        return image_batches(self.data, order, _ReferencesThenTargets(self.data), workers)
 
     def loss(self, batch: tuple[np.ndarray, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         idx, pixels = batch
@@ -87,7 +99,7 @@ class Stage1Task(TripletTask):
         tokens = stage1.image_tokens(pixels.to(self.device).float())
         ref_tokens, tgt_tokens = tokens.split(len(idx))
         image_emb = stage1.image_embedding(tokens)
-        texts = [data.queries[i].text for i in idx]
+        texts = [self.texts[i] for i in idx]
         ids, mask = (t.to(self.device) for t in self.model.tokenizer(texts))
         fused = stage1.fuse(ref_tokens, ids, mask)
         query_emb = stage1.query_embedding(fused)
