@@ -193,6 +193,8 @@ def test_wrong_dimension_kind_missing_collection_and_bad_settings_are_one_line_e
         index.search(vectors["queries"][:, :64], 5)
     with pytest.raises(CirError, match=r"'missing' at .*milvus.db does not exist: build it first with `cir index"):
         MilvusIndex.open(settings(tmp_path, collection="missing"))
+    with pytest.raises(CirError, match="the environment variable CIR_TEST_NO_SUCH_TOKEN is not set"):
+        MilvusSettings.parse({"token": "env:CIR_TEST_NO_SUCH_TOKEN"})
     with pytest.raises(CirError, match="unknown milvus index setting"):
         MilvusSettings.parse({"nprobe": 3})
     with pytest.raises(CirError, match="index_type 'DISKANN' is not one of FLAT, IVF_FLAT, HNSW"):

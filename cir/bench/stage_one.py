@@ -103,7 +103,7 @@ def _build_milvus(method: Method, gallery: Any, ids: list[str], folder: str) -> 
     if params.get("index_type") == "IVF_FLAT":  # as many cells as the FAISS ivf row
         params["params"] = {"nlist": _default_params("ivf", len(ids))["nlist"]}
     settings = MilvusSettings.parse({"uri": f"{folder}/bench.db", "collection": "bench", "batch_size": 5000,
-                                     "timeout": 600, **params})
+                                     **params})
     return MilvusIndex.sync(vectors, settings, {"encoder": "cir-bench"}, "bench")
 
 

@@ -41,7 +41,8 @@ SPARSE_INDEX_TYPES = ("SPARSE_INVERTED_INDEX",)
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 FUSIONS = ("weighted", "rrf")
 _ID_MAX_LENGTH = 1024
-_SEARCH_BATCH = 256  # queries per search call
+_SEARCH_BATCH = 256  # queries per search call (fewer when k is large: at most _SEARCH_RESULTS results a call)
+_SEARCH_RESULTS = 100_000
 _PROP = "cir."  # prefix of the collection properties cir writes
 
 # progress(done, total) after each inserted batch: a hook for progress reporting (and for tests, to interrupt).
@@ -53,12 +54,13 @@ class MilvusSettings:
     """`index_params` of a stage-one section with `index: milvus` (every key optional).
 
     uri: a local path (milvus-lite; default `<cache>/milvus/gallery.db`) or `http(s)://host:port` (server, cluster).
-    token: `user:password` or an API key. collection: the collection's name (default: derived from the encoder key,
+    token: `user:password` or an API key (`env:NAME` reads it from the environment variable NAME, keeping it out of
+    the config). collection: the collection's name (default: derived from the encoder key,
     the sparse head and the gallery's name). index_type / params / search: the dense field's index (FLAT, IVF_FLAT,
     HNSW), its build parameters (nlist; M, efConstruction) and search parameters (nprobe; ef). sparse_index_type /
     sparse_params / sparse_search: the same for the sparse field. consistency_level: Strong (default), Bounded,
     Session, Eventually. rebuild: drop the collection and ingest again. batch_size: rows per insert. timeout: seconds
-    to connect and per call.
+    to connect (an unreachable uri fails within it). call_timeout: seconds any one call may take.
     """
 
     uri: str | None = None
@@ -74,6 +76,7 @@ class MilvusSettings:
     rebuild: bool = False
     batch_size: int = 1000
     timeout: float = 10.0
+    call_timeout: float = 600.0
 
     @classmethod
     def parse(cls, params: dict[str, Any] | None) -> "MilvusSettings":
@@ -94,8 +97,14 @@ class MilvusSettings:
         if settings.consistency_level not in CONSISTENCY_LEVELS:
             raise CirError(f"milvus consistency_level {settings.consistency_level!r} is not one of "
                            f"{', '.join(CONSISTENCY_LEVELS)}")
-        if int(settings.batch_size) < 1 or float(settings.timeout) <= 0:
-            raise CirError("milvus batch_size must be at least 1 and timeout positive")
+        if int(settings.batch_size) < 1 or float(settings.timeout) <= 0 or float(settings.call_timeout) <= 0:
+            raise CirError("milvus batch_size must be at least 1, timeout and call_timeout positive")
+        token = str(settings.token or "")
+        if token.startswith("env:"):
+            if token[4:] not in os.environ:
+                raise CirError(f"milvus token {token!r}: the environment variable {token[4:]} is not set")
+            token = os.environ[token[4:]]
+        settings.token = token
         for name in ("params", "search", "sparse_params", "sparse_search"):
             if not isinstance(getattr(settings, name), dict):
                 raise CirError(f"milvus index setting {name} must be a mapping, got {getattr(settings, name)!r}")
@@ -142,8 +151,14 @@ def close_clients() -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
+    """One line: the error's message, and the first cause that says more (milvus-lite's lock, a refused port)."""
+    parts, seen = [], exc
+    while seen is not None and len(parts) < 3:
+        text = " ".join(str(getattr(seen, "message", None) or seen or type(seen).__name__).split())
+        if text and text not in parts:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return ": ".join(parts)
 
 
 @contextmanager
@@ -300,10 +315,10 @@ class MilvusIndex:
         index = cls(client, settings, vectors.layout, 0)
         with _milvus_errors(f"ingesting into {index.where}"):
             expected = {**metadata, "layout": vectors.layout}
-            if settings.rebuild and client.has_collection(index.name, timeout=settings.timeout):
+            if settings.rebuild and client.has_collection(index.name, timeout=settings.call_timeout):
                 log.info("rebuilding %s", index.where)
-                client.drop_collection(index.name, timeout=settings.timeout)
-            if client.has_collection(index.name, timeout=settings.timeout):
+                client.drop_collection(index.name, timeout=settings.call_timeout)
+            if client.has_collection(index.name, timeout=settings.call_timeout):
                 recorded = index._properties()
                 index._check(recorded, expected)
                 if recorded.get(_PROP + "gallery") == fingerprint and index._count() == len(vectors.ids):
@@ -327,7 +342,7 @@ class MilvusIndex:
         client = connect(settings.uri, settings.token, settings.timeout)
         index = cls(client, settings, layout or "", 0)
         with _milvus_errors(f"opening {index.where}"):
-            if not client.has_collection(index.name, timeout=settings.timeout):
+            if not client.has_collection(index.name, timeout=settings.call_timeout):
                 raise CirError(f"{index.where} does not exist: build it first with `cir index --config <your config>`")
             recorded = index._properties()
             index._check(recorded, {**(metadata or {}), **({"layout": layout} if layout else {})})
@@ -358,11 +373,11 @@ class MilvusIndex:
                       **{_PROP + k: str(v) for k, v in recorded.items()}}
         with _quiet_lite_server(self.uri):
             c.create_collection(self.name, schema=schema, index_params=index_params, properties=properties,
-                                consistency_level=s.consistency_level, timeout=s.timeout)
+                                consistency_level=s.consistency_level, timeout=s.call_timeout)
         log.info("created %s (%s, %s)", self.where, vectors.layout, s.index_type)
 
     def _properties(self) -> dict[str, str]:
-        info = self.client.describe_collection(self.name, timeout=self.settings.timeout)
+        info = self.client.describe_collection(self.name, timeout=self.settings.call_timeout)
         properties = {str(k): str(v) for k, v in (info.get("properties") or {}).items()}
         if properties.get(_PROP + "format") != FORMAT_VERSION:
             raise CirError(f"{self.where} was not made by cir (no {_PROP}format {FORMAT_VERSION} property): give "
@@ -384,10 +399,10 @@ class MilvusIndex:
 
     def _set_property(self, key: str, value: str) -> None:
         self.client.alter_collection_properties(self.name, properties={_PROP + key: value},
-                                                timeout=self.settings.timeout)
+                                                timeout=self.settings.call_timeout)
 
     def _count(self) -> int:
-        rows = self.client.query(self.name, filter="", output_fields=["count(*)"], timeout=self.settings.timeout,
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"], timeout=self.settings.call_timeout,
                                  consistency_level="Strong")
         return int(rows[0]["count(*)"])
 
@@ -395,10 +410,10 @@ class MilvusIndex:
         """Every (id, digest) row the collection holds, duplicates included."""
         if not is_remote(self.uri):  # milvus-lite answers one query of any size (and lacks the iterator's timestamps)
             rows = self.client.query(self.name, filter="", output_fields=["id", "digest"], limit=max(1, self._count()),
-                                     timeout=self.settings.timeout, consistency_level="Strong")
+                                     timeout=self.settings.call_timeout, consistency_level="Strong")
             return [(row["id"], row["digest"]) for row in rows]
         iterator = self.client.query_iterator(self.name, batch_size=max(1000, self.settings.batch_size),
-                                              output_fields=["id", "digest"], timeout=self.settings.timeout,
+                                              output_fields=["id", "digest"], timeout=self.settings.call_timeout,
                                               consistency_level="Strong")
         out: list[tuple[str, str]] = []
         try:
@@ -422,22 +437,22 @@ class MilvusIndex:
         log.info("%s: %d rows kept, %d deleted, %d to insert", self.where, len(present), len(stale), len(missing))
         s = self.settings
         for start in range(0, len(stale), s.batch_size):
-            self.client.delete(self.name, ids=stale[start : start + s.batch_size], timeout=s.timeout)
+            self.client.delete(self.name, ids=stale[start : start + s.batch_size], timeout=s.call_timeout)
         done = 0
         with tqdm(total=len(missing), desc=f"milvus insert ({self.name})", unit="img",
                   disable=len(missing) < 2 * s.batch_size, leave=False) as bar:
             for start in range(0, len(missing), s.batch_size):
                 batch = missing[start : start + s.batch_size]
-                self.client.insert(self.name, vectors.rows(batch, digests), timeout=s.timeout)
+                self.client.insert(self.name, vectors.rows(batch, digests), timeout=s.call_timeout)
                 done += len(batch)
                 bar.update(len(batch))
                 if progress is not None:
                     progress(done, len(missing))
-        self.client.flush(self.name, timeout=s.timeout)
+        self.client.flush(self.name, timeout=s.call_timeout)
 
     def drop(self) -> None:
         with _milvus_errors(f"dropping {self.where}"):
-            self.client.drop_collection(self.name, timeout=self.settings.timeout)
+            self.client.drop_collection(self.name, timeout=self.settings.call_timeout)
 
     @property
     def nbytes(self) -> int:
@@ -483,11 +498,12 @@ class MilvusIndex:
             params["params"].update(search_params)
         hits: list[list[dict]] = []
         with _milvus_errors(f"searching {self.where}"):
-            for start in range(0, n, _SEARCH_BATCH):
-                rows = range(start, min(n, start + _SEARCH_BATCH))
+            step = max(1, min(_SEARCH_BATCH, _SEARCH_RESULTS // k))
+            for start in range(0, n, step):
+                rows = range(start, min(n, start + step))
                 hits.extend(self.client.search(self.name, data=self._request_data(field_name, queries, rows),
                                                anns_field=field_name, limit=k, search_params=params,
-                                               output_fields=["id"], timeout=self.settings.timeout,
+                                               output_fields=["id"], timeout=self.settings.call_timeout,
                                                consistency_level=self.settings.consistency_level))
         return _results(hits, k)
 
@@ -519,13 +535,14 @@ class MilvusIndex:
             return np.zeros((n, max(k, 0)), np.float32), [[] for _ in range(n)]
         hits: list[list[dict]] = []
         with _milvus_errors(f"hybrid search of {self.where}"):
-            for start in range(0, n, _SEARCH_BATCH):
-                rows = range(start, min(n, start + _SEARCH_BATCH))
+            step = max(1, min(_SEARCH_BATCH, _SEARCH_RESULTS // k))
+            for start in range(0, n, step):
+                rows = range(start, min(n, start + step))
                 requests = [AnnSearchRequest(data=self._request_data(f, q, rows), anns_field=f,
                                              param=self._search_params(f), limit=limit)
                             for f, q in (("dense", dense), ("sparse", sparse))]
                 hits.extend(self.client.hybrid_search(self.name, requests, ranker, limit=k, output_fields=["id"],
-                                                      timeout=self.settings.timeout,
+                                                      timeout=self.settings.call_timeout,
                                                       consistency_level=self.settings.consistency_level))
         return _results(hits, k)
 
