@@ -153,7 +153,9 @@ def close_clients() -> None:
 def _reason(exc: BaseException) -> str:
     """One line: the error's message, and the first cause that says more (milvus-lite's lock, a refused port)."""
     parts, seen = [], exc
-    while seen is not None and len(parts) < 3:
+    for _ in range(6):  # a cause chain can loop back on itself
+        if seen is None or len(parts) == 3:
+            break
         text = " ".join(str(getattr(seen, "message", None) or seen or type(seen).__name__).split())
         if text and text not in parts:
             parts.append(text)
