@@ -83,4 +83,5 @@ rerankers: Registry[Callable] = Registry("stage-two reranker", group="cir.rerank
 # The built-in stages, imported only when asked for by name.
 retrievers.register("dense", "cir.stages.dense:DenseRetriever")
 retrievers.register("sparse", "cir.stages.sparse:SparseRetriever")
+retrievers.register("hybrid", "cir.stages.hybrid:HybridRetriever")
 rerankers.register("dual-encoder", "cir.stages.rerank:DualEncoderReranker")

@@ -43,19 +43,22 @@ def run_cli(*args: str) -> int:
 def test_bench_stage_one_and_two_write_json_and_markdown(tiny_synth, val_gallery_size, tmp_path, monkeypatch):
     monkeypatch.setattr("cir.bench.stage_one.seismic_available", lambda: False)
     out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
-    assert run_cli("--scale", "2k", "--queries", "5", "--candidates", "5,20", "--skip", "e2e", "--data", str(tiny_synth),
+    assert run_cli("--scale", "2k", "--queries", "5", "--candidates", "5,20", "--skip", "e2e,milvus", "--data", str(tiny_synth),
                    "--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--markdown", str(markdown)) == 0
     result = json.loads(out.read_text())
 
-    assert result["settings"]["scales"] == [2000] and result["settings"]["skip"] == ["e2e"]
+    assert result["settings"]["scales"] == [2000] and result["settings"]["skip"] == ["e2e", "milvus"]
     assert "weights" in result["model"]["weights"] and str(tiny_synth) in result["model"]["data"]
     # The real gallery is smaller than 2k: its rows come first, the rest are drawn to match them.
     assert result["vectors"]["dense"]["real_rows"] == val_gallery_size < 2000
     assert result["vectors"]["dense"]["beyond"]["fitted_rows"] == val_gallery_size
 
     rows = {r["method"]: r for r in result["stage_one"]["rows"]}
-    assert set(rows) == {"dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse csr two-pass", "sparse seismic"}
+    milvus_rows = {"dense milvus flat", "dense milvus ivf", "dense milvus hnsw", "sparse milvus"}
+    assert set(rows) == {"dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse csr two-pass",
+                         "sparse seismic"} | milvus_rows
     assert rows["sparse seismic"]["status"] == SEISMIC_MISSING
+    assert all(rows[name]["status"] == "skipped (--skip milvus)" for name in milvus_rows)
     for name in ("dense flat", "dense ivf", "dense hnsw", "sparse csr", "sparse csr two-pass"):
         row = rows[name]
         assert row["status"] == "ok" and row["images"] == 2000
@@ -221,3 +224,31 @@ def test_recall_counts_results_scoring_at_least_the_exact_kth():
     true_scores = lambda q, rows: gallery[rows] @ queries[q]  # noqa: E731
     assert recall_at_k([["4", "0"]], np.array([1.0]), true_scores, 2) == 1.0  # a tie at the k-th score is found
     assert recall_at_k([["0", "2"]], np.array([1.0]), true_scores, 2) == 0.5
+
+
+def test_bench_milvus_rows_and_operating_points_at_equal_recall(tiny_synth, tmp_path):
+    """milvus-lite rows with the others' columns, and every approximate index's setting at recall@10 >= 0.99."""
+    out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert run_cli("--scale", "1500", "--queries", "8", "--skip", "stage2,e2e,seismic", "--data", str(tiny_synth),
+                   "--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--markdown", str(markdown)) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["stage_one"]["rows"]}
+    for name in ("dense milvus flat", "dense milvus ivf", "dense milvus hnsw", "sparse milvus"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["images"] == 1500, name
+        assert all(field in row for field in STAGE_ONE_FIELDS), name
+        assert row["index_bytes"] > 0 and row["build_s"] > 0 and row["batch_qps"] > 0
+        assert row["recall_against"] == ("dense flat" if name.startswith("dense") else "sparse csr")
+    # Milvus's exact searches find what the exact in-process indexes find
+    assert rows["dense milvus flat"]["recall"] == 1.0 and rows["sparse milvus"]["recall"] == 1.0
+    assert rows["dense milvus flat"]["op_note"] == "exact search (no parameter)"
+    for name, param in (("dense ivf", "nprobe"), ("dense hnsw", "ef_search"), ("sparse csr two-pass", "rescored"),
+                        ("dense milvus ivf", "nprobe"), ("dense milvus hnsw", "ef")):
+        row = rows[name]
+        assert row["op_param"] == param, name
+        assert row["op_value"] is not None and row["op_recall"] >= 0.99, name
+        # the sweep stops at the first value reaching the target: every value before it fell short
+        assert all(recall < 0.99 for _, recall in row["op_sweep"][:-1]) and row["op_sweep"][-1][0] == row["op_value"]
+        assert row["op_single_p50_ms"] > 0 and row["op_batch_qps"] > 0
+    text = markdown.read_text()
+    assert "**Stage one at recall@10 >= 0.99**" in text and "| dense milvus hnsw | 1,500 | ef |" in text
+    assert "| dense milvus flat | 1,500 |" in text

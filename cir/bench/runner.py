@@ -20,7 +20,8 @@ from .timing import thread_limit
 from .vectors import ScaledVectors, encode_real_vectors
 
 SECTIONS = ("stage1", "stage2", "e2e")
-SKIPPABLE_INDEXES = tuple(m.kind for m in METHODS if not m.exact)  # the exact ones are every comparison's reference
+# the exact ones are every comparison's reference; "milvus" skips every Milvus row
+SKIPPABLE_INDEXES = tuple(m.kind for m in METHODS if not m.exact) + ("milvus",)
 _SCALE = re.compile(r"(\d+(?:\.\d+)?)([km]?)")
 _MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000}
 
@@ -39,7 +40,8 @@ def parse_list(text: str) -> list[str]:
 
 
 def parse_skip(names: list[str]) -> frozenset[str]:
-    """Sections (stage1, stage2, e2e) and approximate stage-one indexes (ivf, hnsw, two-pass, seismic) to leave out."""
+    """Sections (stage1, stage2, e2e) and approximate stage-one indexes (ivf, hnsw, two-pass, seismic, milvus-...,
+    or milvus for all of Milvus's) to leave out."""
     known = SECTIONS + SKIPPABLE_INDEXES
     unknown = sorted(set(names) - set(known))
     if unknown:

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=int, default=10, help="results per stage-one search, and the k of recall@k (default %(default)s)")
     p.add_argument("--queries", type=int, default=100, help="real queries timed in every section (default %(default)s)")
     p.add_argument("--skip", default="", help="what to leave out, comma-separated: sections stage1, stage2, e2e; "
-                   "approximate indexes ivf, hnsw, two-pass, seismic")
+                   "approximate indexes ivf, hnsw, two-pass, seismic, milvus-flat, milvus-ivf, milvus-hnsw, milvus-sparse (milvus: all four)")
     p.add_argument("--candidates", default="10,50,100", help="stage-two candidate counts K (default %(default)s)")
     p.add_argument("--data", default="data/synth", help="generated synthetic benchmark (default %(default)s)")
     p.add_argument("--cache-dir", default=".cir-cache", help="gallery feature cache (default %(default)s)")

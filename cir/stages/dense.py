@@ -59,8 +59,8 @@ def encode_queries(model, ref_tokens: torch.Tensor, texts: Sequence[str]) -> Enc
 class DenseRetriever(Retriever):
     """FAISS inner-product search over cached, L2-normalised gallery embeddings.
 
-    Settings (`stage_one` of a config): `index` (flat | ivf | hnsw), `index_params` (the FAISS index's own, e.g.
-    nlist, nprobe, M, ef_search, device), `batch_size` (gallery images and queries per encoder batch).
+    Settings (`stage_one` of a config): `index` (flat | ivf | hnsw | milvus), `index_params` (the FAISS index's own,
+    e.g. nlist, nprobe, M, ef_search, device; for milvus, cir.index.milvus.MilvusSettings), `batch_size` (gallery images and queries per encoder batch).
     """
 
     name = "dense"
@@ -89,8 +89,24 @@ class DenseRetriever(Retriever):
 
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
-        vectors = np.asarray(features["embeddings"], dtype=np.float32)
-        self._index = DenseIndex.build(vectors, features.ids, kind=self.index_kind, **self.index_params)
+        vectors = self.dense_vectors(features)
+        if self.index_kind == "milvus":
+            self._index = self.milvus_index(gallery, features.ids, dense=vectors)
+        else:
+            self._index = DenseIndex.build(vectors, features.ids, kind=self.index_kind, **self.index_params)
+
+    @staticmethod
+    def dense_vectors(features) -> np.ndarray:
+        """The gallery's float32 embeddings from the cached features."""
+        return np.asarray(features["embeddings"], dtype=np.float32)
+
+    def milvus_index(self, gallery: Gallery, ids: Sequence[str], dense=None, sparse=None, sparse_head: str = ""):
+        """The gallery's Milvus collection (`index: milvus`), ingested from the cached features as needed."""
+        from ..index.milvus import GalleryVectors, for_gallery
+
+        return for_gallery(GalleryVectors(list(ids), dense, sparse), gallery, self.index_params,
+                           self.encoder.cache.root if self.encoder.cache is not None else None, self.encoder.key,
+                           "bf16" if self.encoder.autocast_bf16 else "fp32", sparse_head)
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """(B, D) unit-norm query embeddings."""

@@ -13,6 +13,7 @@ from ..cache import FeatureCache
 from ..errors import CirError
 from ..types import Gallery, Query, Ranking, Run
 from .dense import DenseRetriever
+from .encoding import module_fingerprint
 from .sparse_head import SparseEncoder
 from .sparse_explain import explain
 from ..index.sparse import SparseIndex
@@ -22,7 +23,7 @@ class SparseRetriever(DenseRetriever):
     """The dense retriever's encoders, followed by the dense-to-sparse heads and an inverted index.
 
     Settings (`stage_one` of a config): `sparse_head` (a heads file, or a SparseEncoder; default: the heads that
-    came with the model's pretrained tag), `index` (csr | seismic), `index_params`, `batch_size`.
+    came with the model's pretrained tag), `index` (csr | seismic | milvus), `index_params`, `batch_size`.
     """
 
     name = "sparse"
@@ -50,7 +51,12 @@ class SparseRetriever(DenseRetriever):
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
         self.image_vectors = self.sparse.encode(features["embeddings"], "image")
-        self._sparse_index = SparseIndex.build(self.image_vectors, features.ids, backend=self.index_kind, **self.index_params)
+        if self.index_kind == "milvus":
+            self._sparse_index = self.milvus_index(gallery, features.ids, sparse=self.image_vectors,
+                                                   sparse_head=module_fingerprint(self.sparse))
+        else:
+            self._sparse_index = SparseIndex.build(self.image_vectors, features.ids, backend=self.index_kind,
+                                                   **self.index_params)
 
     def encode_queries(self, queries: Sequence[Query]):
         return self.sparse.encode(self.embed(queries), "query")
