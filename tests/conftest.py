@@ -149,10 +149,16 @@ def live_server(synth_tiny: Path, tmp_path_factory: pytest.TempPathFactory):
     assert "shut down" in log.read_text()
 
 
-def write_fashioniq_tree(source: Path, root: Path, train_queries: int, val_queries: int, size: int = 24) -> Path:
+def write_fashioniq_tree(
+    source: Path, root: Path, train_queries: int, val_queries: int, size: int = 24, images: int | None = None
+) -> Path:
     """A FashionIQ folder with the real train and val captions (the first `*_queries` of each category), split files
-    listing exactly the images they name, and small generated placeholder images (a colour per image)."""
+    listing exactly the images they name, and small generated placeholder images (a colour per image).
+
+    `images`: rename the images the train captions name onto at most this many distinct ones (the captions stay
+    real; two queries may then share a picture), so trees of equal query counts differ only in their images."""
     import json
+    import zlib
 
     import numpy as np
     from PIL import Image
@@ -165,6 +171,10 @@ def write_fashioniq_tree(source: Path, root: Path, train_queries: int, val_queri
     for split, count in (("train", train_queries), ("val", val_queries)):
         for category in ("dress", "shirt", "toptee"):
             entries = json.loads((source / "captions" / f"cap.{category}.{split}.json").read_text())[:count]
+            if images is not None and split == "train":
+                pool = list(dict.fromkeys(n for e in entries for n in (e["candidate"], e["target"])))[:images]
+                rename = lambda n: n if n in pool else pool[zlib.crc32(n.encode()) % len(pool)]  # noqa: E731
+                entries = [{**e, "candidate": rename(e["candidate"]), "target": rename(e["target"])} for e in entries]
             names = list(dict.fromkeys(n for e in entries for n in (e["candidate"], e["target"])))
             (root / "captions" / f"cap.{category}.{split}.json").write_text(json.dumps(entries))
             (root / "image_splits" / f"split.{category}.{split}.json").write_text(json.dumps(names))

@@ -125,7 +125,6 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
     if cfg.accumulate < 1:
         raise CirError(f"accumulate {cfg.accumulate}: at least 1 micro-batch per optimiser step")
     device = getattr(task, "device", torch.device("cpu"))
-    _large_allocations_from_mmap()
     dist = start_distributed(device)
     task.rank, task.world = dist.rank, dist.world
     out.mkdir(parents=True, exist_ok=True)
@@ -242,16 +241,3 @@ def _transformers_models(module: torch.nn.Module) -> list:
 
     return [m for m in module.modules() if isinstance(m, PreTrainedModel)]
 
-
-def _large_allocations_from_mmap() -> None:
-    """Have glibc serve allocations of 64 kB and more by mmap (M_MMAP_THRESHOLD), so that freeing a batch's tensors
-    returns their memory at once. Otherwise the heap's dynamic threshold keeps the freed memory of ever-changing batch
-    shapes, and peak memory climbs with the number of steps of an epoch, that is with the number of training images."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
