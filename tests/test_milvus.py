@@ -306,4 +306,4 @@ def test_hybrid_pipeline_from_the_shipped_config(synth_tiny, model, tmp_path):
     run = result.runs["stage1"]
     assert len(run) == len(result.benchmark.queries)
     assert all(len(r.ids) == len(set(r.ids)) > 0 for r in run.values())
-    assert 0 < result.metrics["stage1"]["R@50"] <= 100
+    assert 0 < result.metrics["stage1"]["recall@50"] <= 100
