@@ -1,7 +1,7 @@
 """cir: two-stage composed image retrieval.
 
     from cir import Pipeline, Query
-    pipe = Pipeline.from_pretrained("blip-tiny", pretrained="synth").index("data/synth/img_raw/val")
+    pipe = Pipeline.from_pretrained("blip-tiny", pretrained="synth").index("data/synth/val")
 
 The public names resolve lazily, so `import cir` stays cheap (no torch until a model or stage is asked for).
 """
