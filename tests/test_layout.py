@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cir"
 
 # Lower numbers are lower layers: a module may import its own layer or below, never above.
 LAYERS = {
-    "errors": 0, "io": 0, "types": 0, "machine": 0, "registry": 0,
+    "_lazy": 0, "errors": 0, "io": 0, "types": 0, "machine": 0, "registry": 0,
     "config": 1, "cache": 1,
     "models": 2, "index": 2, "data": 2,
     "pipeline": 3, "stages": 3, "eval": 3,
