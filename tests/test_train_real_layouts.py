@@ -43,6 +43,7 @@ def test_fashioniq_trains_all_categories_then_evaluates_and_scores_per_category(
     assert main(["train", "stage1", "--config", str(config)]) == 0
     first = json.loads((work / "stage1" / "metrics.jsonl").read_text().splitlines()[-1])
     assert first["epoch"] == 1 and first["loss"] > 0
+    assert_vision_frozen(work / "stage1" / "state.pt", seed=one_seed(cfg))
     assert main(["train", "stage2", "--config", str(config)]) == 0
     assert (work / "stage2" / "stage2.safetensors").is_file()
 
@@ -60,6 +61,25 @@ def test_fashioniq_trains_all_categories_then_evaluates_and_scores_per_category(
                  str(work / "{category}" / "run.stage2.json"), "--json", str(scored)]) == 0
     report = json.loads(scored.read_text())
     assert "mean recall@10" in json.dumps(report) and "FashionIQ" in capsys.readouterr().out
+
+
+def one_seed(cfg: dict) -> int:
+    return cfg["train_stage1"]["seed"]
+
+
+def assert_vision_frozen(state: Path, seed: int) -> None:
+    """The recipe's freeze_vision: the ViT left as initialised, the projections and text encoder trained."""
+    import torch
+
+    from cir.models import create_model
+    from cir.train.loop import seed_everything
+
+    seed_everything(seed)
+    start = create_model("blip-tiny", stages=("stage1",)).stage1.state_dict()
+    trained = torch.load(state, weights_only=False)["module"]
+    vision = [k for k in start if k.startswith("visual_encoder.")]
+    assert vision and all(torch.equal(trained[f"stage1.{k}"], start[k]) for k in vision)
+    assert not torch.equal(trained["stage1.text_proj.weight"], start["text_proj.weight"])
 
 
 def first_path(work: Path, stage: str) -> str:

@@ -65,7 +65,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
         else:
             model = create_model(cfg.model.name, stages=("stage1",), device=device)
         data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
-        task = Stage1Task(model, data, val_set, **with_scene_labels(data))
+        task = Stage1Task(model, data, val_set, cache=cache, **with_scene_labels(data))
         task.device = model.device
         return fit(task, tcfg, out, resume, weights_name="stage1")
     from .sparse import SparseTask

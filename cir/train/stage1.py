@@ -64,6 +64,8 @@ class Stage1Task(TripletTask):
         scene_weight: float = 0.0,
         scene_labels: torch.Tensor | None = None,
         random_captions: bool = False,
+        freeze_vision: bool = False,
+        cache=None,
     ):
         super().__init__(model, data, val_benchmark, val_queries)
         if random_captions and data.variants is None:
@@ -74,6 +76,14 @@ class Stage1Task(TripletTask):
         self.scene_weight = scene_weight if scene_labels is not None else 0.0
         self.scene_labels = scene_labels
         self.module = torch.nn.ModuleDict({"stage1": model.stage1})
+        # the reference freezes the ViT: its tokens of every training image are then computed once (feature cache)
+        self.tokens = None
+        if freeze_vision:
+            from .mining import tower_tokens
+
+            model.stage1.visual_encoder.requires_grad_(False)
+            with torch.inference_mode():
+                self.tokens = tower_tokens(model, "stage1", data, cache)[0]
         if self.scene_weight:
             cfg = model.config
             classes = scene_classes(scene_labels)
@@ -90,13 +100,18 @@ class Stage1Task(TripletTask):
         order = list(self.query_batches(batch_size, rng))
         if self.random_captions:
             self.texts = [v[int(rng.integers(len(v)))] for v in self.data.variants]
+        if self.tokens is not None:  # frozen ViT: cached tokens, no image to read
+            return ((idx, None) for idx in order)
         return image_batches(self.data, order, _ReferencesThenTargets(self.data), workers)
 
     def loss(self, batch: tuple[np.ndarray, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         idx, pixels = batch
         stage1, data = self.model.stage1, self.data
         ref_rows, tgt_rows = data.ref_rows[idx], data.target_rows[idx]
-        tokens = stage1.image_tokens(pixels.to(self.device).float())
+        if self.tokens is not None:
+            tokens = self.tokens[np.concatenate([ref_rows, tgt_rows])]
+        else:
+            tokens = stage1.image_tokens(pixels.to(self.device).float())
         ref_tokens, tgt_tokens = tokens.split(len(idx))
         image_emb = stage1.image_embedding(tokens)
         texts = [self.texts[i] for i in idx]
