@@ -83,9 +83,14 @@ class _Stage:
 
 
 class Retriever(_Stage, ABC):
-    """Stage one: `index(gallery)` once, then `search(queries, k) -> Run`, best first."""
+    """Stage one: `index(gallery)` once, then `search(queries, k) -> Run`, best first.
+
+    `max_results` (optional): the most results one search may return (an engine's cap, or a bound a user sets so that
+    a full-depth evaluation stays cheap); the pipeline never asks for more.
+    """
 
     name = "retriever"
+    max_results: int | None = None
 
     @abstractmethod
     def index(self, gallery: Gallery) -> None:
@@ -287,6 +292,8 @@ class Pipeline:
         still ranks every gallery image. A cut-off on the last reranker truncates the final run.
         """
         depth = max(k or 0, self.k, depth or 0, *(c or 0 for _, c in self.rerankers))
+        if self.retriever.max_results is not None:
+            depth = min(depth, max(self.retriever.max_results - 1, 1))  # one spare for the reference it drops
         self.times = StageTimes(queries=len(queries))
         start = time.perf_counter()
         excluded = self._excluded(queries) if self.exclude_reference else {}

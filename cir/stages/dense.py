@@ -56,11 +56,15 @@ def encode_queries(model, ref_tokens: torch.Tensor, texts: Sequence[str]) -> Enc
     return EncodedQueries(model.stage1.query_embedding(fused), fused, input_ids, attention_mask)
 
 
+MILVUS_MAX_RESULTS = 16_384  # a Milvus server returns at most this many results per search
+
+
 class DenseRetriever(Retriever):
     """FAISS inner-product search over cached, L2-normalised gallery embeddings.
 
     Settings (`stage_one` of a config): `index` (flat | ivf | hnsw | milvus), `index_params` (the FAISS index's own,
-    e.g. nlist, nprobe, M, ef_search, device; for milvus, cir.index.milvus.MilvusSettings), `batch_size` (gallery images and queries per encoder batch).
+    e.g. nlist, nprobe, M, ef_search, device; for milvus, cir.index.milvus.MilvusSettings), `batch_size` (gallery images and queries per encoder batch),
+    `max_results` (the most results one search returns; e.g. a Milvus server's 16,384, or a bound for evaluation).
     """
 
     name = "dense"
@@ -72,12 +76,18 @@ class DenseRetriever(Retriever):
         index: str = "flat",
         index_params: dict | None = None,
         batch_size: int = 64,
+        max_results: int | None = None,
     ) -> None:
         self.model = model
         self.encoder = TowerEncoder(model, "stage1", cache, batch_size)
         self.index_kind = index
         self.index_params = index_params or {}
         self.batch_size = batch_size
+        if max_results is not None and (isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 2):
+            raise CirError(f"{self.name} stage one: max_results must be a whole number >= 2, got {max_results!r}")
+        if index == "milvus" and max_results is None:
+            max_results = MILVUS_MAX_RESULTS
+        self.max_results = max_results
         self._index: DenseIndex | None = None
 
     @property

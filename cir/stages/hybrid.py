@@ -36,6 +36,7 @@ class HybridRetriever(SparseRetriever):
         rrf_k: int = 60,
         candidates: int | None = None,
         batch_size: int = 64,
+        max_results: int | None = None,
     ) -> None:
         if index != "milvus":
             raise CirError(f"hybrid stage one: index {index!r} has no hybrid search; use index: milvus")
@@ -44,7 +45,7 @@ class HybridRetriever(SparseRetriever):
         fusion_ranker(fusion, fusion_weights, rrf_k)  # refuse bad settings before any work
         if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1):
             raise CirError(f"hybrid stage one: candidates must be a whole number >= 1, got {candidates!r}")
-        super().__init__(model, cache, sparse_head, index, index_params, batch_size)
+        super().__init__(model, cache, sparse_head, index, index_params, batch_size, max_results)
         self.fusion = fusion
         self.fusion_weights = tuple(fusion_weights)
         self.rrf_k = rrf_k

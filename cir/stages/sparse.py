@@ -36,8 +36,9 @@ class SparseRetriever(DenseRetriever):
         index: str = "csr",
         index_params: dict | None = None,
         batch_size: int = 64,
+        max_results: int | None = None,
     ) -> None:
-        super().__init__(model, cache, index, index_params, batch_size)
+        super().__init__(model, cache, index, index_params, batch_size, max_results)
         head = sparse_head if sparse_head is not None else model.pretrained_cfg.get("sparse_head")
         if head is None:
             raise CirError(
