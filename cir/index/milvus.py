@@ -323,6 +323,7 @@ class MilvusIndex:
             if client.has_collection(index.name, timeout=settings.call_timeout):
                 recorded = index._properties()
                 index._check(recorded, expected)
+                index._load()  # a collection from an earlier process (or an interrupted one) may be released
                 if recorded.get(_PROP + "gallery") == fingerprint and index._count() == len(vectors.ids):
                     log.info("%s is current (%d images): nothing to insert", index.where, len(vectors.ids))
                     index.ntotal = len(vectors.ids)
@@ -353,8 +354,13 @@ class MilvusIndex:
             if not recorded.get(_PROP + "gallery"):
                 raise CirError(f"{index.where} holds an unfinished ingestion: run `cir index --config <your config>` "
                                "again to complete it")
+            index._load()
             index.ntotal = index._count()
         return index
+
+    def _load(self) -> None:
+        """Load the collection for search (a no-op when it is loaded)."""
+        self.client.load_collection(self.name, timeout=self.settings.call_timeout)
 
     def _create(self, vectors: GalleryVectors, recorded: dict[str, str]) -> None:
         from pymilvus import DataType
