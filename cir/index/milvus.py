@@ -121,6 +121,10 @@ def is_remote(uri: str) -> bool:
 
 
 _clients: dict[tuple[str, str], Any] = {}
+# pymilvus pings every 10 s; a server (milvus-lite included) answers pings more frequent than every 5 minutes during
+# one long call (a sparse search of a million images) with GOAWAY "too_many_pings", and the call is retried until
+# it times out. One ping in 5 minutes still tells a dead connection.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_000}
 
 
 def connect(uri: str, token: str = "", timeout: float = 10.0):
@@ -133,7 +137,7 @@ def connect(uri: str, token: str = "", timeout: float = 10.0):
         require("milvus_lite", "milvus", "milvus-lite")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
-        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
+        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout, grpc_options=_GRPC_OPTIONS)
     except Exception as exc:  # pymilvus raises MilvusException, grpc errors, or plain exceptions for bad URIs
         raise CirError(f"cannot reach Milvus at {uri}: {_reason(exc)}") from None
     _clients[key] = client
