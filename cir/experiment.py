@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 import time
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class Evaluation:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     images_encoded: int = 0
     index_seconds: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)  # a sparse stage one's term metrics (synthetic benchmark)
 
 
 def run_for_file(run: Run, benchmark, depth: int = 100) -> Run:
@@ -70,4 +72,25 @@ def evaluate(cfg: Config, split: str | None = None, model=None) -> Evaluation:
     if benchmark.targets is not None:
         for stage, run in runs.items():
             result.metrics[stage] = {**score_run(benchmark, run), "ms/query": pipeline.times.ms_per_query(stage)}
+        result.terms = sparse_term_metrics(cfg, benchmark, pipeline.retriever, runs["stage1"])
     return result
+
+
+def sparse_term_metrics(cfg: Config, benchmark, retriever, run: Run) -> dict[str, float]:
+    """Whether a sparse stage one's terms mean their words (`cir.eval.term_metrics`), where the benchmark says what
+    every image shows: cir's synthetic one. Empty for a dense stage one or another benchmark."""
+    from .data.synth.layout import read_own_metadata
+
+    if getattr(retriever, "image_vectors", None) is None or read_own_metadata(Path(cfg.benchmark.root)) is None:
+        return {}
+    from .data.synth.words import edit_words, scene_words
+    from .eval.term_metrics import term_metrics
+
+    split = benchmark.split
+    return term_metrics(
+        retriever.model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors,
+        benchmark.queries, retriever.encode_queries(benchmark.queries), benchmark.targets, run,
+        words_of_image=scene_words(cfg.benchmark.root, split),
+        recall_words=scene_words(cfg.benchmark.root, split, ("shape", "colour")),
+        edit_words=edit_words(cfg.benchmark.root, split),
+    )

@@ -13,7 +13,7 @@ from ..errors import CirError
 from .console import error_console
 
 # Each module defines `register(subparsers)`; the order is the order of `cir --help`.
-COMMAND_MODULES = ("demo", "eval", "search", "score", "report", "submit", "data", "train", "index", "stages", "serve", "loadtest", "bench")
+COMMAND_MODULES = ("demo", "eval", "search", "explain", "score", "report", "submit", "data", "train", "index", "stages", "serve", "loadtest", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,22 @@ def show_evaluation(cfg, result):
         console.print(evaluation_report(cfg, result).table())
     else:
         console.print(f"{b.name} {b.split} has no targets: write the runs (and submission files) with --out")
+    if result.terms:
+        console.print(terms_table(result))
     return result
+
+
+def terms_table(result):
+    """Whether the sparse stage one's terms mean their words: the four fractions of cir.eval.term_metrics."""
+    from rich.table import Table
+
+    b = result.benchmark
+    table = Table(title=f"sparse terms, {b.label} (whole split)", caption="docs/sparse-terms.md defines them",
+                  caption_justify="left")
+    for name in result.terms:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in result.terms.values()))
+    return table
 
 
 def write_outputs(out: Path, result) -> None:
@@ -65,7 +80,9 @@ def write_outputs(out: Path, result) -> None:
     for stage, run in result.runs.items():
         run_for_file(run, result.benchmark).save(out / f"run.{stage}.json")
     if result.metrics:
-        write_json(out / "metrics.json", result.metrics)
+        metrics = {stage: dict(m) for stage, m in result.metrics.items()}
+        metrics.setdefault("stage1", {}).update(result.terms)  # fractions in [0, 1], beside stage one's percents
+        write_json(out / "metrics.json", metrics)
     b = result.benchmark
     if b.targets is None and b.name == "cirr":
         from ..eval.submission import write_submission

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("-k", "--k", type=int, default=10,
                    help="results to show, at least 1 (default 10; more than the gallery holds shows the whole gallery)")
     p.add_argument("--gallery", type=Path, help="search this folder of images instead of the config's benchmark gallery")
+    p.add_argument("--target", help="the image you meant to find: with a sparse stage one, a wrong top hit is "
+                   "explained by the terms that made it outscore this one")
     p.add_argument("--sheet", type=Path, default=Path("search.png"), help="contact sheet PNG (default search.png)")
     p.set_defaults(func=run)
 
@@ -55,6 +57,21 @@ def results_table(title: str, caption: str, rows: list[list[str]], explained: bo
     return table
 
 
+def explain_miss(retriever, query, top_hit: str, target: str, gallery) -> None:
+    """Say where `target` stands and, when another image beat it, which terms (words) misled stage one."""
+    if target not in gallery:
+        raise CirError(f"--target {target!r} is not an image of the gallery {gallery.name}")
+    if top_hit == target:
+        console.print(f"the top hit is the target {escape(target)}")
+        return
+    mismatch = getattr(retriever, "explain_mismatch", None)
+    if mismatch is None:
+        console.print(f"the top hit {escape(top_hit)} is not the target {escape(target)} (a dense stage one has no terms to say why)")
+        return
+    terms = ", ".join(f"{t} +{w:.2f}" for t, w in mismatch(query, top_hit, target)) or "no shared term"
+    console.print(f"the top hit {escape(top_hit)} outscored the target {escape(target)} in stage one on: {escape(terms)}")
+
+
 def run(args: argparse.Namespace) -> int:
     check_query(args.k, args.text)
     cfg = load_config(args)
@@ -84,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
     caption = f"reference {args.reference}; gallery {gallery.name} ({len(gallery)} images)"
     console.print(results_table(f"{pipeline!r}: {args.text!r}", caption, rows, explain is not None))
+    if args.target:
+        explain_miss(pipeline.retriever, query, results[0].image_id, args.target, gallery)
     reference = gallery.load(args.reference) if args.reference in gallery else open_image(args.reference)
     sheet = results_sheet(reference, args.text, results, gallery.load, args.sheet)
     console.print(f"wrote {escape(str(sheet))}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -69,6 +69,27 @@ class BlipTokenizer:
     def wordpiece_ids(self, text: str) -> list[int]:
         """WordPiece ids of `text` without special tokens (the terms a sparse vector is made of)."""
         return list(self._tok.encode(text, add_special_tokens=False))
+
+    def words(self, text: str) -> list[str]:
+        """The words of `text` as the tokenizer splits them before WordPiece (lower-cased, punctuation apart)."""
+        backend = self._tok.backend_tokenizer
+        return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
+
+    def pieces(self, word: str) -> list[str]:
+        """The WordPieces of one word ("cyan" -> ["cy", "##an"])."""
+        return self._tok.convert_ids_to_tokens(self.wordpiece_ids(word))
+
+    def join_pieces(self, weighted: Sequence[tuple[str, float]], words: Iterable[str]) -> list[tuple[str, float]]:
+        """(WordPiece, weight) pairs with the pieces of each of `words` that all appear joined back into the word,
+        its weight their sum ("cy" 0.6, "##an" 0.5 -> "cyan" 1.1), largest first; other pieces stay as they are.
+        Longer words are joined first, and a piece joins one word at most."""
+        left = dict(weighted)
+        joined = {}
+        for word in sorted(set(words), key=lambda w: (-len(w), w)):
+            parts = self.pieces(word)
+            if len(parts) > 1 and all(p in left for p in parts):
+                joined[word] = sum(left.pop(p) for p in parts)
+        return sorted({**left, **joined}.items(), key=lambda item: -item[1])
 
     def id_to_token(self, token_id: int) -> str:
         """The vocabulary entry for one id (`##` marks a word continuation)."""

@@ -48,6 +48,7 @@ class SparseRetriever(DenseRetriever):
         self.sparse = head if isinstance(head, SparseEncoder) else SparseEncoder.load(head, model)
         self._sparse_index: SparseIndex | None = None
         self.image_vectors = None
+        self._lexicon: set[str] = set()  # words of the texts searched so far: what WordPieces are joined back into
 
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
@@ -60,23 +61,46 @@ class SparseRetriever(DenseRetriever):
                                                    **self.index_params)
 
     def encode_queries(self, queries: Sequence[Query]):
+        self._learn_words(queries)
         return self.sparse.encode(self.embed(queries), "query")
+
+    def _learn_words(self, queries: Sequence[Query]) -> None:
+        tokenizer = self.model.tokenizer
+        for q in queries:
+            self._lexicon.update(w for w in tokenizer.words(q.text) if w.isalnum())
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._sparse_index is None:
             raise CirError(f"{self.name} retriever: call index(gallery) before search()")
+        self._learn_words(queries)
         embeddings, states = self.encode(queries)
         scores, ids = self._sparse_index.search(self.sparse.encode(embeddings, "query"), k)
         rankings = (Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
         return Run(rankings, query_states=states)
 
     def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
-        """The terms query and image share, with their contributions to the score, largest first."""
+        """The terms query and image share, with their contributions to the score, largest first; WordPieces of a
+        word of the texts searched (this query's included) are joined back into it ("cy" + "##an" -> "cyan")."""
         return self.explain_many(query, [image_id], top)[image_id]
 
     def explain_many(self, query: Query, image_ids: Sequence[str], top: int = 8) -> dict[str, list[tuple[str, float]]]:
         """`explain` for several images of one query, encoding the query once."""
         vector = self.encode_queries([query])
+        return {i: terms[:top] for i, terms in zip(image_ids, self._shared_terms(vector, image_ids))}
+
+    def explain_mismatch(self, query: Query, image_id: str, target_id: str, top: int = 3) -> list[tuple[str, float]]:
+        """What made `image_id` outscore `target_id` for this query: the terms (as words) whose contribution to the
+        image exceeds theirs to the target, by how much, largest first. The first one misled the search."""
+        vector = self.encode_queries([query])
+        wrong, right = (dict(terms) for terms in self._shared_terms(vector, [image_id, target_id]))
+        excess = {term: w - right.get(term, 0.0) for term, w in wrong.items() if w > right.get(term, 0.0)}
+        return sorted(excess.items(), key=lambda item: -item[1])[:top]
+
+    def _shared_terms(self, vector, image_ids: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """Per image, all shared terms with their contributions, WordPieces joined into words, largest first."""
+        if self.image_vectors is None:
+            raise CirError(f"{self.name} retriever: call index(gallery) before explaining a match")
+        tokenizer = self.model.tokenizer
         rows = self.encoder.features.rows(list(image_ids))
-        vocab = self.model.tokenizer.id_to_token
-        return {i: explain(vector, self.image_vectors[row], vocab, top) for i, row in zip(image_ids, rows)}
+        return [tokenizer.join_pieces(explain(vector, self.image_vectors[row], tokenizer.id_to_token, None), self._lexicon)
+                for row in rows]

@@ -31,10 +31,13 @@ class SparseHead(nn.Module):
             self.register_buffer("vocab", table, persistent=False)
         self.bias = nn.Parameter(torch.zeros(NUM_TERMS))
 
+    def logits(self, dense: torch.Tensor) -> torch.Tensor:
+        """(B, D) dense embeddings -> (B, 30522) term logits (a weight is log(1 + relu(logit)))."""
+        return self.norm(self.linear(dense)) @ self.vocab.t() + self.bias
+
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         """(B, D) dense embeddings -> (B, 30522) non-negative term weights."""
-        logits = self.norm(self.linear(dense)) @ self.vocab.t() + self.bias
-        return torch.log1p(torch.relu(logits))
+        return torch.log1p(torch.relu(self.logits(dense)))
 
 
 class SparseEncoder(nn.Module):

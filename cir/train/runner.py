@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> None:
     """An unknown key under train_<stage>.options is a config error naming the file and the key, not a TypeError."""
-    known = set(inspect.signature(task_class).parameters) - {"model", "data", "val_benchmark", "scene_labels", "cache"}
+    internal = {"model", "data", "val_benchmark", "scene_labels", "cache", "image_words", "val_words"}
+    known = set(inspect.signature(task_class).parameters) - internal
     known.add("stage1" if stage != "stage1" else "init_from_model")
     unknown = sorted(set(options) - known)
     if unknown:
@@ -28,11 +29,37 @@ def _check_scene_weight(cfg: Config, stage: str, options: dict) -> None:
     """The scene probes read the synthetic benchmark's metadata: refuse them elsewhere before any image is read."""
     from ..data.synth.layout import read_own_metadata
 
-    if options.get("scene_weight") and read_own_metadata(Path(cfg.benchmark.root)) is None:
+    synthetic = read_own_metadata(Path(cfg.benchmark.root)) is not None
+    if options.get("scene_weight") and not synthetic:
         raise CirError(
             f"{cfg.source}: train_{stage}.options.scene_weight needs cir's synthetic benchmark (its scene metadata), "
             f"but {cfg.benchmark.root} is not one: set scene_weight to 0 for {cfg.benchmark.name}"
         )
+    if options.get("word_supervision") == "scene" and not synthetic:
+        raise CirError(
+            f"{cfg.source}: train_{stage}.options.word_supervision: scene needs cir's synthetic benchmark (its scene "
+            f"metadata), but {cfg.benchmark.root} is not one: use word_supervision: captions for {cfg.benchmark.name}"
+        )
+
+
+def _sparse_words(cfg: Config, data, opts: dict) -> dict:
+    """The words sparse training holds its terms to: the train images' scene words (word_supervision: scene) and,
+    on the synthetic benchmark, the val split's truth for the term metrics of each epoch's validation."""
+    from ..data.synth.layout import read_own_metadata
+
+    root = cfg.benchmark.root
+    if read_own_metadata(Path(root)) is None:
+        return {}
+    from ..data.synth.words import edit_words, scene_words
+
+    split = cfg.benchmark.split
+    out = {"val_words": {"words_of_image": scene_words(root, split),
+                         "recall_words": scene_words(root, split, ("shape", "colour")),
+                         "edit_words": edit_words(root, split)}}
+    if opts.get("word_supervision") == "scene":
+        words = scene_words(root, cfg.benchmark.train_split)
+        out["image_words"] = [words[i] for i in data.image_ids]
+    return out
 
 
 def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict:
@@ -80,7 +107,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     model = create_model(cfg.model.name, stage1_path, stages=stages, device=device)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
-        task = SparseTask(model, data, val_set, cache=cache, **opts)
+        task = SparseTask(model, data, val_set, cache=cache, **opts, **_sparse_words(cfg, data, opts))
     else:
         task = Stage2Task(model, data, val_set, cache=cache, **with_scene_labels(data))
     task.device = model.device

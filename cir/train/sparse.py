@@ -5,7 +5,14 @@ afresh every step from its `mined_pool` nearest stage-one neighbours among the t
 decides Recall@50 is among those), with the teacher the frozen dense similarities at `teacher_temp` and the student
 the sparse dot products, plus FLOPs regularisers with separate weights for queries and images, ramped up
 quadratically over `ramp_steps`. Expansion control: each query is, with a probability annealed from
-1 to 0 over `anneal_steps`, restricted to its text's WordPieces plus its reference image's top `ref_terms` terms.
+1 to `min_restrict` over `anneal_steps`, restricted to its text's WordPieces plus its reference image's top `ref_terms`
+terms.
+
+Terms that mean their words (`word_supervision`, see `term_words`): every image and query has words (its scene's,
+or its captions'), and three weighted losses hold the vectors to them: `image_word_weight` (image top-10 weight off
+its words, and each of its words up to `word_margin`), `query_word_weight` (the same share for queries, against
+their target's words and their text's content words), `new_word_weight` (each word the edit brings, up to
+`new_word_margin` in the query).
 """
 
 from __future__ import annotations
@@ -53,6 +60,15 @@ class SparseTask(TripletTask):
         mined: int = 0,
         trainable_vocab: bool = False,
         mined_pool: int | None = None,
+        word_supervision: str | None = None,
+        image_word_weight: float = 0.0,
+        query_word_weight: float = 0.0,
+        new_word_weight: float = 0.0,
+        word_margin: float = 1.0,
+        new_word_margin: float = 2.0,
+        min_restrict: float = 0.0,
+        image_words: list[list[str]] | None = None,
+        val_words: dict | None = None,
         cache=None,
     ):
         if mined_pool is not None and mined_pool < mined:
@@ -71,6 +87,20 @@ class SparseTask(TripletTask):
         self.text_terms = [
             torch.tensor(sorted(set(model.tokenizer.wordpiece_ids(q.text))), dtype=torch.long) for q in data.queries
         ]
+        self.min_restrict = min_restrict
+        self.word_weights = (image_word_weight, query_word_weight, new_word_weight)
+        self.margins = (float(np.expm1(word_margin)), float(np.expm1(new_word_margin)))  # as logits
+        self.words = None
+        if word_supervision is not None:
+            from .term_words import WordTargets, caption_words
+
+            if word_supervision not in ("scene", "captions"):
+                raise CirError(f"train_sparse: word_supervision must be scene, captions or null, not {word_supervision!r}")
+            if image_words is None:
+                image_words = caption_words(model.tokenizer, data)
+            self.words = WordTargets(model.tokenizer, data, image_words)
+        self.val_words = val_words
+        self.cache = cache
         self.step = 0
 
     def batches(self, batch_size: int, rng: np.random.Generator, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -89,7 +119,7 @@ class SparseTask(TripletTask):
 
     def _restrict(self, idx: np.ndarray, draws: np.ndarray, query_w: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
         """Zero the terms of restricted queries outside their text's WordPieces and the reference's top terms."""
-        p_restrict = max(0.0, 1.0 - self.step / max(1, self.anneal_steps))
+        p_restrict = max(self.min_restrict, 1.0 - self.step / max(1, self.anneal_steps))
         restricted = np.flatnonzero(draws < p_restrict)
         if len(restricted) == 0:
             return query_w
@@ -110,8 +140,8 @@ class SparseTask(TripletTask):
             rows.append(np.array([r for r in dict.fromkeys(mined.ravel().tolist()) if r not in seen], dtype=np.int64))
         img_rows = torch.from_numpy(np.concatenate(rows))
         q_dense, i_dense = self.query_emb[idx], self.image_emb[img_rows]
-        query_w = self.module.query(q_dense)
-        image_w = self.module.image(i_dense)
+        query_logits, image_logits = self.module.query.logits(q_dense), self.module.image.logits(i_dense)
+        query_w, image_w = torch.log1p(torch.relu(query_logits)), torch.log1p(torch.relu(image_logits))
         query_w = self._restrict(idx, draws, query_w, image_w[len(idx) : 2 * len(idx)].detach())
         # train as searched: only each vector's top terms survive (the caps applied at inference)
         query_w = keep_top(query_w, self.module.max_query_terms)
@@ -127,7 +157,28 @@ class SparseTask(TripletTask):
             "q_nnz": float((query_w > 0).sum(1).float().mean()),
             "d_nnz": float((image_w > 0).sum(1).float().mean()),
         }
+        if self.words is not None:
+            words, word_logs = self._word_loss(idx, img_rows.numpy(), query_w, image_w, query_logits, image_logits)
+            reg = reg + words
+            logs.update(word_logs)
         return kl + reg, logs
+
+    def _word_loss(self, idx, img_rows, query_w, image_w, query_logits, image_logits) -> tuple[torch.Tensor, dict]:
+        """The three word losses of the module docstring, weighted, and each one's value for the log."""
+        from .term_words import off_word_share, word_margin
+
+        image_words, query_words = self.words.images.mask(img_rows), self.words.queries.mask(idx)
+        new_words = self.words.new.mask(idx)
+        parts = {
+            "image_off": off_word_share(image_w, image_words),
+            "image_gap": word_margin(image_logits, image_words, self.margins[0]),
+            "query_off": off_word_share(query_w, query_words),
+            "new_gap": word_margin(query_logits, new_words, self.margins[1]),
+        }
+        image_weight, query_weight, new_weight = self.word_weights
+        loss = (image_weight * (parts["image_off"] + parts["image_gap"]) + query_weight * parts["query_off"]
+                + new_weight * parts["new_gap"])
+        return loss, {name: float(value.detach()) for name, value in parts.items()}
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
@@ -137,14 +188,22 @@ class SparseTask(TripletTask):
         from ..stages.sparse import SparseRetriever
 
         b = self.val_benchmark
-        retriever = SparseRetriever(self.model, sparse_head=self.module.eval())
+        retriever = SparseRetriever(self.model, self.cache, sparse_head=self.module.eval())
         retriever.index(b.gallery)
-        metrics = evaluate(b, retriever.search(b.queries, 51))
+        run = retriever.search(b.queries, 51)
+        metrics = evaluate(b, run)
         out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
         queries = retriever.encode_queries(b.queries)
         out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
         out["query_terms"] = float(queries.getnnz(1).mean())
         out["flops_per_pair"] = expected_flops(queries, retriever.image_vectors)
+        if self.val_words:
+            from ..eval.term_metrics import term_metrics
+
+            out.update(term_metrics(
+                self.model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors, b.queries, queries,
+                b.targets, run, exclude_reference=b.exclude_reference, **self.val_words,
+            ))
         return out
 
     def save_weights(self, path: Path) -> None:
