@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         from ..io import write_text
 
-        caption = f"{benchmark.label}, stage one {pipeline.describe()['stage1']}; model {cfg.model.name} ({cfg.model.pretrained})"
+        heads = cfg.stage_one.params.get("sparse_head") or f"the heads of pretrained tag {cfg.model.pretrained!r}"
+        caption = (f"{benchmark.label}, {pipeline.describe()['stage1']}; model {cfg.model.name} ({cfg.model.pretrained}), "
+                   f"sparse heads: {heads}")
         write_text(args.markdown, markdown(blocks, caption))
         console.print(f"wrote {escape(str(args.markdown))}")
     return 0
