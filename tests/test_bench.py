@@ -284,8 +284,17 @@ def test_a_milvus_row_that_fails_is_recorded_and_the_bench_goes_on(monkeypatch):
         def sparse_gallery(self, n):
             return sp.random(n, 50, density=0.2, format="csr", dtype=np.float32, random_state=1)
 
+        real = type("Real", (), {"queries": list(range(4))})
+
+    from cir.bench.runner import BenchSettings, run_stage_one
+
     skip = frozenset({"ivf", "hnsw", "two-pass", "seismic", "milvus-hnsw"})
-    rows = {r["method"]: r for r in stage_one.bench_scale(Vectors(), 300, 5, 1, skip)}
+    seen = []  # the section as measured so far, handed on after each row (cir bench rewrites its JSON with it)
+    section = run_stage_one(Vectors(), BenchSettings(scales=(300,), k=5, queries=4, skip=skip, threads=1),
+                            lambda partial: seen.append([r["method"] for r in partial["rows"]]))
+    rows = {r["method"]: r for r in section["rows"]}
     assert rows["dense milvus ivf"]["status"].startswith("failed: searching Milvus collection 'bench'")
     assert rows["dense milvus flat"]["status"] == "ok" and rows["sparse milvus"]["status"] == "ok"
     assert rows["sparse milvus"]["recall"] == 1.0
+    assert [len(names) for names in seen] == list(range(1, len(rows) + 1)) and seen[-1] == list(rows)
+    assert "partial" not in section and "scaling" in section

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -68,21 +68,32 @@ class BenchSettings:
         return {**asdict(self), "skip": sorted(self.skip)}
 
 
-def run_stage_one(vectors: ScaledVectors, settings: BenchSettings) -> dict[str, Any]:
+def run_stage_one(vectors: ScaledVectors, settings: BenchSettings,
+                  on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every stage-one row at every size; `on_row` gets the section as measured so far after each row (a long run
+    that fails late keeps what it measured)."""
     rows: list[dict[str, Any]] = []
+
+    def section(final: bool) -> dict[str, Any]:
+        out = {"k": settings.k, "queries": len(vectors.real.queries), "threads": settings.threads,
+               "single_query_threads": 1, "rows": rows}
+        return {**out, "scaling": scaling_fits(rows)} if final else {**out, "partial": True}
+
     with tqdm(total=len(settings.scales) * len(METHODS), desc="stage one", unit="index", leave=False) as bar:
         for n in settings.scales:
             for row in bench_scale(vectors, n, settings.k, settings.threads, settings.skip):
                 rows.append(row)
                 bar.set_postfix_str(f"{row['method']} @ {n:,}")
                 bar.update()
+                if on_row is not None:
+                    on_row(section(final=False))
     add_ratios(rows)
-    return {"k": settings.k, "queries": len(vectors.real.queries), "threads": settings.threads,
-            "single_query_threads": 1, "rows": rows, "scaling": scaling_fits(rows)}
+    return section(final=True)
 
 
-def run_bench(settings: BenchSettings) -> dict[str, Any]:
-    """Measure every section not in `settings.skip`; the result holds the numbers and how they were obtained."""
+def run_bench(settings: BenchSettings, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure every section not in `settings.skip`; the result holds the numbers and how they were obtained.
+    `on_progress` gets the result as measured so far after each stage-one row."""
     if min(settings.queries, settings.k, settings.threads, settings.encode_images, *settings.rerank_depths) < 1:
         raise CirError("--queries, --k, --threads, --encode-images and --candidates must be at least 1")
     if not settings.scales:
@@ -104,7 +115,8 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         else:
             vectors = ScaledVectors(real, settings.seed)
             result["vectors"] = vectors.sources()
-            result["stage_one"] = run_stage_one(vectors, settings)
+            progress = None if on_progress is None else lambda stage: on_progress({**result, "stage_one": stage})
+            result["stage_one"] = run_stage_one(vectors, settings, progress)
         if "stage2" in settings.skip:
             result["stage_two"] = {"skipped": "--skip stage2"}
         else:

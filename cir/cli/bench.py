@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads is not None:
         settings.threads = args.threads
-    result = run_bench(settings)
+    from ..io import write_json
+
+    # the JSON is rewritten (atomically) after every stage-one row, so a run that fails late keeps what it measured
+    result = run_bench(settings, (lambda partial: write_json(args.json, partial)) if args.json else None)
     print_result(result, console)
     for path in write_result(result, args.json, args.markdown):
         console.print(f"wrote {escape(str(path))}")
