@@ -83,14 +83,11 @@ def sparse_term_metrics(cfg: Config, benchmark, retriever, run: Run) -> dict[str
 
     if getattr(retriever, "image_vectors", None) is None or read_own_metadata(Path(cfg.benchmark.root)) is None:
         return {}
-    from .data.synth.words import edit_words, scene_words
+    from .data.synth.words import term_truth
     from .eval.term_metrics import term_metrics
 
-    split = benchmark.split
     return term_metrics(
         retriever.model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors,
         benchmark.queries, retriever.encode_queries(benchmark.queries), benchmark.targets, run,
-        words_of_image=scene_words(cfg.benchmark.root, split),
-        recall_words=scene_words(cfg.benchmark.root, split, ("shape", "colour")),
-        edit_words=edit_words(cfg.benchmark.root, split),
+        **term_truth(cfg.benchmark.root, benchmark.split),
     )

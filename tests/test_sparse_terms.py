@@ -15,7 +15,7 @@ import torch
 from cir.cli import main as cli_main
 from cir.data import load_benchmark
 from cir.data.synth import split_metadata
-from cir.data.synth.words import edit_words, scene_words
+from cir.data.synth.words import edit_words, scene_words, term_truth
 from cir.eval.term_metrics import content_words, term_metrics
 from cir.models.tokenizer import BlipTokenizer
 from cir.stages.sparse_head import NUM_TERMS
@@ -50,6 +50,7 @@ def test_scene_and_edit_words_come_from_the_metadata(synth_tiny: Path) -> None:
         target_words = set(words[entry["target"]])
         assert set(edits[query_id]) <= target_words  # what the edit brings is in the target
     assert {"remove", "move", "recolour", "add"} <= kinds
+    assert term_truth(synth_tiny, "val") == {"words_of_image": words, "recall_words": colours_shapes, "edit_words": edits}
 
 
 def test_wordpieces_join_back_into_the_words_they_spell(tokenizer) -> None:
@@ -98,6 +99,7 @@ def test_the_four_term_metrics_on_vectors_made_by_hand(tokenizer) -> None:
 
 
 def test_the_word_losses_measure_what_they_say() -> None:
+    from cir.train.sparse import keep_top
     from cir.train.term_words import TermSets, off_word_share, word_margin
 
     sets = TermSets([[1, 3], [], [0]])
@@ -106,7 +108,7 @@ def test_the_word_losses_measure_what_they_say() -> None:
     weights = torch.zeros(2, NUM_TERMS)
     weights[0, :3] = torch.tensor([1.0, 2.0, 1.0])  # word 0: 1 of 4 on its words
     weights[1, [1, 3, 5]] = torch.tensor([1.0, 1.0, 2.0])  # words 1, 3: 2 of 4
-    assert float(off_word_share(weights, mask, top=10)) == pytest.approx((3 / 4 + 2 / 4) / 2, abs=1e-5)
+    assert float(off_word_share(keep_top(weights, 10), mask)) == pytest.approx((3 / 4 + 2 / 4) / 2, abs=1e-5)
     assert float(word_margin(weights, mask, margin=1.5)) == pytest.approx((0.5 + 0.5) / 2)
     assert float(word_margin(weights, torch.zeros_like(mask), margin=1.5)) == 0.0
 
@@ -211,9 +213,7 @@ def test_a_short_sparse_run_with_word_losses_logs_and_validates_them(synth_tiny:
     train, val = (load_benchmark("cirr", synth_tiny, split) for split in ("train", "val"))
     data = load_triplets(train, model.preprocess)
     words = scene_words(synth_tiny, "train")
-    val_words = {"words_of_image": scene_words(synth_tiny, "val"),
-                 "recall_words": scene_words(synth_tiny, "val", ("shape", "colour")),
-                 "edit_words": edit_words(synth_tiny, "val")}
+    val_words = term_truth(synth_tiny, "val")
     task = SparseTask(model, data, val, val_queries=None, trainable_vocab=True, word_supervision="scene",
                       image_word_weight=2.0, query_word_weight=1.0, new_word_weight=1.0, min_restrict=0.25,
                       image_words=[words[i] for i in data.image_ids], val_words=val_words)

@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ..stages.sparse_explain import explain
+
 # Words that carry no content of a scene or an edit: never a correct term for a query, whatever its text says.
 FUNCTION_WORDS = frozenset(
     "a an the this that these those it its one ones of in on at to into onto over from by with without for and or "
@@ -56,13 +58,6 @@ def _top_share(row: sp.csr_matrix, correct: set[int], top: int) -> float:
     weights, terms = row.data[order], row.indices[order]
     hit = np.fromiter((int(t) in correct for t in terms), dtype=bool, count=len(terms))
     return float(weights[hit].sum() / weights.sum())
-
-
-def _contributions(tokenizer, query: sp.csr_matrix, image: sp.csr_matrix) -> list[tuple[str, float]]:
-    """(WordPiece, q_t * d_t) for the terms a query and an image share: they add up to the sparse score."""
-    shared, in_query, in_image = np.intersect1d(query.indices, image.indices, assume_unique=True, return_indices=True)
-    values = query.data[in_query].astype(np.float64) * image.data[in_image]
-    return [(tokenizer.id_to_token(int(t)), float(v)) for t, v in zip(shared, values)]
 
 
 def term_metrics(
@@ -100,7 +95,8 @@ def term_metrics(
         if not wanted or target not in ranked[:top]:
             continue
         tested += 1
-        words = tokenizer.join_pieces(_contributions(tokenizer, row, image_vectors[row_of[target]]), truth)[:explain_top]
+        terms = explain(row, image_vectors[row_of[target]], tokenizer.id_to_token, top=None)
+        words = tokenizer.join_pieces(terms, truth)[:explain_top]
         explained += set(wanted) <= {w for w, _ in words}
     return {
         "term_precision_image": float(np.mean(precision)) if precision else 0.0,

@@ -25,8 +25,9 @@ def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> 
         raise CirError(f"{cfg.source}: unknown key train_{stage}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
 
 
-def _check_scene_weight(cfg: Config, stage: str, options: dict) -> None:
-    """The scene probes read the synthetic benchmark's metadata: refuse them elsewhere before any image is read."""
+def _check_synthetic_options(cfg: Config, stage: str, options: dict) -> None:
+    """The scene probes and scene-word supervision read the synthetic benchmark's metadata: refuse them elsewhere
+    before any image is read."""
     from ..data.synth.layout import read_own_metadata
 
     synthetic = read_own_metadata(Path(cfg.benchmark.root)) is not None
@@ -50,12 +51,9 @@ def _sparse_words(cfg: Config, data, opts: dict) -> dict:
     root = cfg.benchmark.root
     if read_own_metadata(Path(root)) is None:
         return {}
-    from ..data.synth.words import edit_words, scene_words
+    from ..data.synth.words import scene_words, term_truth
 
-    split = cfg.benchmark.split
-    out = {"val_words": {"words_of_image": scene_words(root, split),
-                         "recall_words": scene_words(root, split, ("shape", "colour")),
-                         "edit_words": edit_words(root, split)}}
+    out = {"val_words": term_truth(root, cfg.benchmark.split)}
     if opts.get("word_supervision") == "scene":
         words = scene_words(root, cfg.benchmark.train_split)
         out["image_words"] = [words[i] for i in data.image_ids]
@@ -69,7 +67,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
 
     tcfg = getattr(cfg, f"train_{stage}")
     opts = dict(tcfg.options)
-    _check_scene_weight(cfg, stage, opts)
+    _check_synthetic_options(cfg, stage, opts)
     seed_everything(tcfg.seed)
     train_set = open_benchmark(cfg, cfg.benchmark.train_split)
     val_set = open_benchmark(cfg)

@@ -31,6 +31,9 @@ from .mining import mine_negatives, precompute_stage_one
 from ..index.sparse import expected_flops
 
 
+PRECISION_TERMS = 10  # the top terms whose weight term precision measures (cir.eval.term_metrics)
+
+
 def flops_penalty(weights: torch.Tensor) -> torch.Tensor:
     """SPLADE's FLOPs regulariser: sum over terms of the squared mean activation."""
     return weights.mean(0).pow(2).sum()
@@ -170,9 +173,9 @@ class SparseTask(TripletTask):
         image_words, query_words = self.words.images.mask(img_rows), self.words.queries.mask(idx)
         new_words = self.words.new.mask(idx)
         parts = {
-            "image_off": off_word_share(image_w, image_words),
+            "image_off": off_word_share(keep_top(image_w, PRECISION_TERMS), image_words),
             "image_gap": word_margin(image_logits, image_words, self.margins[0]),
-            "query_off": off_word_share(query_w, query_words),
+            "query_off": off_word_share(keep_top(query_w, PRECISION_TERMS), query_words),
             "new_gap": word_margin(query_logits, new_words, self.margins[1]),
         }
         image_weight, query_weight, new_weight = self.word_weights

@@ -21,16 +21,20 @@ SCENE_ATTRIBUTES = ("shape", "colour", "size")
 
 def scene_words(root: str | Path, split: str, attributes: tuple[str, ...] = SCENE_ATTRIBUTES) -> dict[str, list[str]]:
     """Every image of a split -> its scene's distinct words of `attributes` (all three: shapes, colours, sizes)."""
+    return _scene_words(split_metadata(Path(root), split)["scenes"], attributes)
+
+
+def _scene_words(scenes: dict, attributes: tuple[str, ...]) -> dict[str, list[str]]:
     columns = [2 + SCENE_ATTRIBUTES.index(a) for a in attributes]  # a scene row is [row, col, shape, colour, size]
-    scenes = split_metadata(Path(root), split)["scenes"]
-    return {
-        image_id: list(dict.fromkeys(obj[c] for obj in objects for c in columns)) for image_id, objects in scenes.items()
-    }
+    return {image_id: list(dict.fromkeys(obj[c] for obj in objects for c in columns)) for image_id, objects in scenes.items()}
 
 
 def edit_words(root: str | Path, split: str) -> dict[str, list[str]]:
     """Every query of a split (by its id) -> the words its edit brings into the target (empty for a remove or move)."""
-    queries = split_metadata(Path(root), split)["queries"]
+    return _edit_words(split_metadata(Path(root), split)["queries"])
+
+
+def _edit_words(queries: dict) -> dict[str, list[str]]:
     out = {}
     for query_id, entry in queries.items():
         words = []
@@ -41,3 +45,12 @@ def edit_words(root: str | Path, split: str) -> dict[str, list[str]]:
                 words.append(edit.value.shape)
         out[query_id] = list(dict.fromkeys(words))
     return out
+
+
+def term_truth(root: str | Path, split: str) -> dict[str, dict[str, list[str]]]:
+    """What `cir.eval.term_metrics.term_metrics` holds a split's sparse vectors to (its `words_of_image`,
+    `recall_words` and `edit_words` arguments), from one read of the metadata."""
+    meta = split_metadata(Path(root), split)
+    return {"words_of_image": _scene_words(meta["scenes"], SCENE_ATTRIBUTES),
+            "recall_words": _scene_words(meta["scenes"], ("shape", "colour")),
+            "edit_words": _edit_words(meta["queries"])}
