@@ -298,3 +298,19 @@ def test_a_milvus_row_that_fails_is_recorded_and_the_bench_goes_on(monkeypatch):
     assert rows["sparse milvus"]["recall"] == 1.0
     assert [len(names) for names in seen] == list(range(1, len(rows) + 1)) and seen[-1] == list(rows)
     assert "partial" not in section and "scaling" in section
+
+
+def test_timing_budget_samples_a_slow_call_instead_of_timing_every_item():
+    import time
+
+    from cir.bench.timing import best_of, seconds_per_call
+
+    calls = []
+    slow = lambda item: (calls.append(item), time.sleep(0.02))
+    seconds = seconds_per_call(slow, range(100), budget_s=0.05, min_calls=5)
+    assert len(seconds) == 5 and calls[:2] == [0, 0]  # the warm-up call, then the first item timed
+    assert np.all(seconds >= 0.02)
+    assert len(seconds_per_call(lambda item: None, range(30), budget_s=60)) == 30
+    repeats = []
+    best_of(lambda: (repeats.append(1), time.sleep(0.03)), repeats=3, budget_s=0.01)
+    assert len(repeats) == 1  # the first call spent the budget: no repeat

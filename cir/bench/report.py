@@ -78,6 +78,11 @@ def stage_one_tables(section: dict[str, Any]) -> list[BenchTable]:
     speed_caption = (f"{section['queries']} queries, k={section['k']}. p50 / p95 / QPS: one query at a time on 1 thread; "
                      f"batch: all queries in one call on {section['threads']} thread(s). vs flat: queries per second "
                      "over exact dense search (dense flat) at the same size.")
+    sampled = [f"{r['method']} at {_images(r['images'])}: {r['single_queries_timed']}" for r in section["rows"]
+               if r["status"] == "ok" and r.get("single_queries_timed", section["queries"]) < section["queries"]]
+    if sampled:
+        speed_caption += (" One-query timings stop after a minute (at least 10 queries): queries timed for "
+                          + "; ".join(sampled) + ".")
     size_caption = ("recall@k against the exact index of the family (dense: flat, sparse: csr). index MB: memory of the "
                     "structure; Milvus: its milvus-lite database folder on disk (build s includes the inserts). "
                     "vs flat: index bytes over dense flat's. FLOPs/pair: multiply-adds per query-image pair (sparse: expected, from the "
