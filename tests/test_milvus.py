@@ -60,6 +60,7 @@ def sync(tmp_path, gallery: GalleryVectors, fingerprint="fp", progress=None, met
 def test_dense_flat_collection_matches_faiss_flat(vectors, tmp_path):
     index = sync(tmp_path, GalleryVectors(vectors["ids"], dense=vectors["dense"]), batch_size=100)
     assert index.ntotal == len(vectors["ids"]) and index.layout == "dense:128"
+    assert index.params == {"index_type": "FLAT"}  # what it reports is what it built
     scores, ids = index.search(vectors["queries"], 10)
     want_scores, want_ids = DenseIndex.build(vectors["dense"], vectors["ids"], kind="flat").search(vectors["queries"], 10)
     assert ids == want_ids
@@ -68,6 +69,7 @@ def test_dense_flat_collection_matches_faiss_flat(vectors, tmp_path):
 
 def test_sparse_collection_matches_exact_csr(vectors, tmp_path):
     index = sync(tmp_path, GalleryVectors(vectors["ids"], sparse=vectors["sparse"]))
+    assert index.params == {"sparse_index_type": "SPARSE_INVERTED_INDEX"}
     scores, ids = index.search(vectors["sparse_queries"], 10)
     want_scores, want_ids = SparseIndex.build(vectors["sparse"], vectors["ids"]).search(vectors["sparse_queries"], 10)
     # Milvus holds the float16-rounded weights csr stores, in float32: the same top 10, scores to summation order.

@@ -121,10 +121,14 @@ def is_remote(uri: str) -> bool:
 
 
 _clients: dict[tuple[str, str], Any] = {}
-# pymilvus pings every 10 s; a server (milvus-lite included) answers pings more frequent than every 5 minutes during
-# one long call (a sparse search of a million images) with GOAWAY "too_many_pings", and the call is retried until
-# it times out. One ping in 5 minutes still tells a dead connection.
-_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_000}
+# pymilvus pings every 10 s, idle or not. milvus-lite's gRPC server (C-core defaults) accepts a ping only once in
+# 5 minutes while no data flows, and after two early pings answers GOAWAY "too_many_pings": a long call (a sparse
+# search of a million images) is then retried until it times out. Pinging every 5 minutes still drew GOAWAYs (a
+# ping a little early is a strike), so the local engine, which cannot drop off a network, is pinged once in 10
+# minutes and never between calls. A server or cluster keeps pymilvus's pings, which its own policy accepts and
+# which tell a dead connection early.
+_LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_timeout_ms": 20_000,
+                      "grpc.keepalive_permit_without_calls": 0}
 
 
 def connect(uri: str, token: str = "", timeout: float = 10.0):
@@ -137,7 +141,8 @@ def connect(uri: str, token: str = "", timeout: float = 10.0):
         require("milvus_lite", "milvus", "milvus-lite")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
-        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout, grpc_options=_GRPC_OPTIONS)
+        options = {} if is_remote(uri) else {"grpc_options": _LITE_GRPC_OPTIONS}
+        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout, **options)
     except Exception as exc:  # pymilvus raises MilvusException, grpc errors, or plain exceptions for bad URIs
         raise CirError(f"cannot reach Milvus at {uri}: {_reason(exc)}") from None
     _clients[key] = client
@@ -295,7 +300,17 @@ class MilvusIndex:
         self.fields = _layout_fields(layout)
         self.ntotal = ntotal
         self.kind = "milvus"
-        self.params = {"index_type": settings.index_type, **settings.params, **settings.search}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The index type and build / search parameters of each vector field the collection has."""
+        s, out = self.settings, {}
+        if "dense" in self.fields or not self.fields:
+            out.update({"index_type": s.index_type, **s.params, **s.search})
+        if "sparse" in self.fields:
+            out.update({"sparse_index_type": s.sparse_index_type, **{f"sparse_{k}": v for k, v in
+                                                                    {**s.sparse_params, **s.sparse_search}.items()}})
+        return out
 
     @property
     def where(self) -> str:
