@@ -62,3 +62,43 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _proc_status(key: str) -> int | None:
+    """A memory line of /proc/self/status in bytes (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_bytes() -> int | None:
+    """The process's resident memory now (VmRSS; None where /proc is missing)."""
+    return _proc_status("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory since it started, or since the last `reset_peak_rss()` where Linux allows
+    one (VmHWM of /proc/self/status; elsewhere getrusage's maxrss, which cannot be reset)."""
+    peak = _proc_status("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-memory window at the current resident size (Linux: writing 5 to /proc/self/clear_refs
+    resets VmHWM), so that a phase's own peak is read, not the process's; False where it cannot be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -22,7 +22,8 @@ from ..stages.encoding import TowerEncoder
 from ..stages.rerank import DualEncoderReranker, reranker_tower
 from ..types import Gallery, Query
 from .context import BenchContext
-from .timing import latency_summary, peak_rss_bytes, thread_limit, timed
+from ..machine import peak_rss_bytes
+from .timing import latency_summary, thread_limit, timed
 
 TRACED_QUERIES = 5
 

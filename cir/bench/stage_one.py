@@ -25,7 +25,8 @@ from ..index.dense_faiss import DenseIndex, _default_params
 from ..index.sparse import SparseIndex
 from ..index.sparse_csr import InvertedBlocks
 from ..index.sparse import expected_flops
-from .timing import best_of, latency_summary, peak_rss_bytes, seconds_per_call, thread_limit, timed
+from ..machine import peak_rss_bytes
+from .timing import best_of, latency_summary, seconds_per_call, thread_limit, timed
 from .vectors import ScaledVectors
 
 SEISMIC_MISSING = "not installed: pip install 'cir[seismic]'"

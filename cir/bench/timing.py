@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
@@ -69,9 +67,3 @@ def thread_limit(threads: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(torch_before)
         faiss.omp_set_num_threads(faiss_before)
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident memory so far (getrusage maxrss: kilobytes on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -174,6 +174,7 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
         rng = np.random.default_rng([cfg.seed, epoch])
         task.module.train()
         started, running = time.time(), {}
+        memory = _EpochMemory(device)
         batches = task.batches(cfg.batch_size, rng, workers=cfg.workers)
         bar = tqdm(batches, total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not dist.main)
         optimizer.zero_grad(set_to_none=True)
@@ -192,6 +193,7 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
             for name, value in logs.items():
                 running[name] = running.get(name, 0.0) * i / (i + 1) + value / (i + 1)
             bar.set_postfix({n: f"{v:.3f}" for n, v in running.items()})
+        running.update(memory.peaks())
         task.module.eval()
         if not dist.main:
             metrics = {"epoch": epoch + 1, **running}
@@ -219,6 +221,32 @@ def fit(task: TrainingTask, cfg: TrainConfig, out: Path, resume: bool = True, we
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class _EpochMemory:
+    """The peak memory of one epoch's training steps (validation excluded): this process's resident memory (a peak
+    window opened at the epoch's start where Linux allows it, else the process's peak so far) and, on a GPU, the
+    most memory torch allocated there. Data-loader workers are processes of their own and are not counted."""
+
+    def __init__(self, device: torch.device) -> None:
+        from ..machine import reset_peak_rss, resident_bytes
+
+        self.device = device
+        self.start = resident_bytes()
+        self.windowed = reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def peaks(self) -> dict[str, float]:
+        from ..machine import peak_rss_bytes
+
+        key = "epoch_peak_rss_mb" if self.windowed else "process_peak_rss_mb"
+        out = {key: round(peak_rss_bytes() / 2**20, 1)}
+        if self.start is not None:
+            out["epoch_start_rss_mb"] = round(self.start / 2**20, 1)
+        if self.device.type == "cuda":
+            out["epoch_peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        return out
 
 
 def _barrier(dist: Distributed) -> None:
