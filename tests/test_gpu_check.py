@@ -4,6 +4,7 @@ steps train what the reference trains and leave the frozen ViTs alone."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from cir.bench import gpu_check
 from cir.models import create_model
 
 pytest.importorskip("transformers")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_check_writes_every_measurement(tmp_path):
@@ -64,3 +67,41 @@ def test_training_steps_train_the_reference_parts_only():
     assert "cls_head.0.weight" in moved and any(".merge_layer." in key for key in moved)
     assert any(".crossattention.self1." in key for key in moved)
     assert not any(key.startswith("visual_encoder.") for key in moved)
+
+
+def test_train_memory_measures_a_configs_steps_at_its_own_batches(tmp_path):
+    """configs/cirr-blip-train.yaml cut to the golden-size model and small batches: each stage's steps run at the
+    config's batch (stage two: the group_size x group_size matrix) and precision, and the measured peak holds at
+    least the model's own float32 weights, which are built inside the measured window."""
+    import yaml
+
+    from cir.bench import train_memory
+
+    cfg = yaml.safe_load((REPO / "configs" / "cirr-blip-train.yaml").read_text())
+    cfg["model"] = {"name": "blip-golden", "pretrained": None, "device": "cpu"}
+    cfg["train_stage1"]["batch_size"] = 4
+    cfg["train_stage2"]["options"]["group_size"] = 3
+    config, out = tmp_path / "train.yaml", tmp_path / "memory.json"
+    config.write_text(yaml.safe_dump(cfg))
+    assert train_memory.main(["--config", str(config), "--out", str(out), "--steps", "1"]) == 0
+    result = json.loads(out.read_text())
+    one, two = result["stages"]["stage1"], result["stages"]["stage2"]
+    assert (one["batch"], one["pairs"], one["accumulate"]) == (4, 4, 4) and (two["batch"], two["pairs"]) == (3, 9)
+    for stage in (one, two):
+        assert stage["precision"] == "bf16" and len(stage["step_seconds"]) == 1
+        assert 0 < stage["trained_parameters"] < stage["parameters"]  # the ViTs stay frozen
+        assert stage["peak_bytes"] >= 4 * stage["parameters"]
+
+
+def test_train_memory_refuses_fp16_in_one_line(tmp_path, capsys):
+    import yaml
+
+    from cir.bench import train_memory
+
+    cfg = yaml.safe_load((REPO / "configs" / "cirr-blip-train.yaml").read_text())
+    cfg["model"] = {"name": "blip-golden", "pretrained": None, "device": "cpu"}
+    cfg["train_stage1"]["precision"] = "fp16"
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert train_memory.main(["--config", str(config), "--out", str(tmp_path / "m.json"), "--stages", "stage1"]) == 2
+    assert "fp16" in capsys.readouterr().err and not (tmp_path / "m.json").exists()

@@ -146,7 +146,21 @@ def stage_two_latency(model: CirModel, sizes: CheckSizes, device: torch.device, 
     return {"ms_per_query_median": 1000 * ordered[len(ordered) // 2], "ms_per_query_mean": 1000 * sum(seconds) / len(seconds)}
 
 
-def stage_one_step(model: CirModel, sizes: CheckSizes, device: torch.device) -> Callable[[], float]:
+def frozen_vit(model: CirModel, encode: Callable[[torch.Tensor], torch.Tensor], count: int, sizes: CheckSizes,
+               device: torch.device, seed: int, cached: bool) -> Callable[[], torch.Tensor]:
+    """Per step, the frozen ViT's tokens of `count` images: run on random pixels every step, or (`cached`, as cir's
+    training reads them from the feature cache) one tensor of random tokens of the ViT's shape, made once."""
+    if cached:
+        generator = torch.Generator().manual_seed(seed)
+        tokens = torch.randn(count, model.config.vision.num_tokens, model.config.vision.width, generator=generator)
+        tokens = tokens.to(device)
+        return lambda: tokens
+    pixels = random_pixels(model, count, device, seed=seed)
+    return lambda: frozen_tokens(encode, pixels, sizes.vit_chunk)
+
+
+def stage_one_step(model: CirModel, sizes: CheckSizes, device: torch.device, cached: bool = False,
+                   precision: str = "bf16") -> Callable[[], float]:
     """One stage-one training step (returns the loss): frozen ViT, contrastive loss query -> target."""
     stage1, batch = model.stage1, sizes.stage1_batch
     stage1.train()
@@ -154,14 +168,14 @@ def stage_one_step(model: CirModel, sizes: CheckSizes, device: torch.device) -> 
     stage1.visual_encoder.eval()
     trained = [p for p in stage1.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=2e-5, weight_decay=0.05)
-    refs, targets = random_pixels(model, batch, device, seed=3), random_pixels(model, batch, device, seed=4)
+    refs = frozen_vit(model, stage1.image_tokens, batch, sizes, device, 3, cached)
+    targets = frozen_vit(model, stage1.image_tokens, batch, sizes, device, 4, cached)
     ids, mask = random_text(model, batch, sizes.text_tokens, device)
     labels = torch.arange(batch, device=device)
 
     def step() -> float:
-        with autocast(device, "bf16"):
-            ref_tokens = frozen_tokens(stage1.image_tokens, refs, sizes.vit_chunk)
-            target_cls = frozen_tokens(stage1.image_tokens, targets, sizes.vit_chunk)
+        with autocast(device, precision):
+            ref_tokens, target_cls = refs(), targets()
             queries = stage1.query_embedding(stage1.fuse(ref_tokens, ids, mask))
             candidates = stage1.image_embedding(target_cls)
             loss = F.cross_entropy(queries @ candidates.T / stage1.temp, labels)
@@ -173,7 +187,8 @@ def stage_one_step(model: CirModel, sizes: CheckSizes, device: torch.device) -> 
     return step
 
 
-def stage_two_step(model: CirModel, sizes: CheckSizes, device: torch.device) -> Callable[[], float]:
+def stage_two_step(model: CirModel, sizes: CheckSizes, device: torch.device, cached: bool = False,
+                   precision: str = "bf16") -> Callable[[], float]:
     """One stage-two training step (returns the loss): B triplets, every query scored against every target."""
     if model.stage2 is None:
         raise CirError(f"model {model.name!r} was built without stage two")
@@ -185,16 +200,16 @@ def stage_two_step(model: CirModel, sizes: CheckSizes, device: torch.device) -> 
         stage2.visual_encoder.eval()
     trained = [p for p in stage2.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=2e-5, weight_decay=0.05)
-    refs, targets = random_pixels(model, batch, device, seed=5), random_pixels(model, batch, device, seed=6)
+    refs = frozen_vit(model, model.stage2_image_tokens, batch, sizes, device, 5, cached)
+    targets = frozen_vit(model, model.stage2_image_tokens, batch, sizes, device, 6, cached)
     ids, mask = random_text(model, batch, sizes.text_tokens, device)
     labels = torch.arange(batch, device=device)
     query_rows = torch.arange(batch, device=device).repeat_interleave(batch)  # pair (i, j): query i, target j
     target_rows = torch.arange(batch, device=device).repeat(batch)
 
     def step() -> float:
-        with autocast(device, "bf16"):
-            ref_tokens = frozen_tokens(model.stage2_image_tokens, refs, sizes.vit_chunk)
-            cand_tokens = frozen_tokens(model.stage2_image_tokens, targets, sizes.vit_chunk)
+        with autocast(device, precision):
+            ref_tokens, cand_tokens = refs(), targets()
             with torch.no_grad():
                 z_t = stage1.fuse(ref_tokens, ids, mask)
             scores = stage2.score(z_t[query_rows], ids[query_rows], mask[query_rows], cand_tokens[target_rows],
