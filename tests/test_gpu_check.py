@@ -4,6 +4,8 @@ steps train what the reference trains and leave the frozen ViTs alone."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,15 +77,17 @@ def test_train_memory_measures_a_configs_steps_at_its_own_batches(tmp_path):
     least the model's own float32 weights, which are built inside the measured window."""
     import yaml
 
-    from cir.bench import train_memory
-
     cfg = yaml.safe_load((REPO / "configs" / "cirr-blip-train.yaml").read_text())
     cfg["model"] = {"name": "blip-golden", "pretrained": None, "device": "cpu"}
     cfg["train_stage1"]["batch_size"] = 4
     cfg["train_stage2"]["options"]["group_size"] = 3
     config, out = tmp_path / "train.yaml", tmp_path / "memory.json"
     config.write_text(yaml.safe_dump(cfg))
-    assert train_memory.main(["--config", str(config), "--out", str(out), "--steps", "1"]) == 0
+    # in a process of its own, as the command runs: in this one, heap pages freed by earlier tests would be reused
+    # without the resident memory growing
+    done = subprocess.run([sys.executable, "-m", "cir.bench.train_memory", "--config", str(config), "--out", str(out),
+                           "--steps", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     one, two = result["stages"]["stage1"], result["stages"]["stage2"]
     assert (one["batch"], one["pairs"], one["accumulate"]) == (4, 4, 4) and (two["batch"], two["pairs"]) == (3, 9)

@@ -10,7 +10,8 @@ contrastive step of `gpu_check` on a batch of queries; stage two: the `group_siz
 
 Measured: on a CPU the peak resident memory of the steps (a peak window opened before the model is built, so the
 figure is the model, its gradients and optimiser state, the activations and the batch's tokens, beyond the
-libraries already loaded); on a GPU `torch.cuda.max_memory_allocated` over the steps. A CPU figure is the size of
+libraries already loaded; hence a process of its own, as this command runs: heap pages a process freed before
+would be reused without the resident memory growing); on a GPU `torch.cuda.max_memory_allocated` over the steps. A CPU figure is the size of
 the same tensors, not a GPU reading: a GPU adds its CUDA context and its caching allocator's slack, and CPU
 autocast keeps a few more ops in float32 than CUDA's.
 """
