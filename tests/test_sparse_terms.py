@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import cir
 from cir.cli import main as cli_main
 from cir.data import load_benchmark
 from cir.data.synth import split_metadata
@@ -100,7 +101,7 @@ def test_the_four_term_metrics_on_vectors_made_by_hand(tokenizer) -> None:
 
 def test_the_word_losses_measure_what_they_say() -> None:
     from cir.train.sparse import keep_top
-    from cir.train.term_words import TermSets, off_word_share, word_margin
+    from cir.train.term_words import TermSets, free_below_words, off_word_share, word_margin
 
     sets = TermSets([[1, 3], [], [0]])
     mask = sets.mask(np.array([2, 0]))
@@ -111,6 +112,9 @@ def test_the_word_losses_measure_what_they_say() -> None:
     assert float(off_word_share(keep_top(weights, 10), mask)) == pytest.approx((3 / 4 + 2 / 4) / 2, abs=1e-5)
     assert float(word_margin(weights, mask, margin=1.5)) == pytest.approx((0.5 + 0.5) / 2)
     assert float(word_margin(weights, torch.zeros_like(mask), margin=1.5)) == 0.0
+    # row 0: lightest word 1.0, free 2.0 and 1.0 above 1.0 - 0.5 by 1.5 and 0.5; row 1: lightest 1.0, free 2.0 by 1.5
+    assert float(free_below_words(weights, mask, gap=0.5)) == pytest.approx((2.0 + 1.5) / 2)
+    assert float(free_below_words(weights, torch.zeros_like(mask), gap=0.5)) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +211,7 @@ def test_a_short_sparse_run_with_word_losses_logs_and_validates_them(synth_tiny:
     from cir.models import create_model
     from cir.train.data import load_triplets
     from cir.train.loop import fit
+    from cir.stages.sparse_head import SparseEncoder
     from cir.train.sparse import SparseTask
 
     model = create_model("blip-tiny", pretrained="synth", stages=("stage1",))
@@ -216,11 +221,14 @@ def test_a_short_sparse_run_with_word_losses_logs_and_validates_them(synth_tiny:
     val_words = term_truth(synth_tiny, "val")
     task = SparseTask(model, data, val, val_queries=None, trainable_vocab=True, word_supervision="scene",
                       image_word_weight=2.0, query_word_weight=1.0, new_word_weight=1.0, min_restrict=0.25,
+                      free_below_weight=1.0, init_head=Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-sparse.safetensors",
                       image_words=[words[i] for i in data.image_ids], val_words=val_words)
     assert task.words.images.mask(np.arange(len(data.image_ids))).sum(1).min() >= 3  # a shape, a colour, a size
+    shipped = SparseEncoder.load(Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-sparse.safetensors", model)
+    assert all(torch.equal(v, shipped.state_dict()[k]) for k, v in task.module.state_dict().items())  # init_head
     metrics = fit(task, TrainConfig(epochs=2, batch_size=64, lr=1e-3, warmup_steps=2, threads=1), tmp_path / "run",
                   weights_name="sparse")
-    for name in ("image_off", "image_gap", "query_off", "new_gap"):
+    for name in ("image_off", "image_gap", "query_off", "new_gap", "image_free", "query_free"):
         assert np.isfinite(metrics[name]), name
     for name in ("term_precision_image", "term_recall_image", "term_precision_query", "explanation@3"):
         assert 0.0 <= metrics[name] <= 1.0, name

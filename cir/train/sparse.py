@@ -12,7 +12,9 @@ Terms that mean their words (`word_supervision`, see `term_words`): every image 
 or its captions'), and three weighted losses hold the vectors to them: `image_word_weight` (image top-10 weight off
 its words, and each of its words up to `word_margin`), `query_word_weight` (the same share for queries, against
 their target's words and their text's content words), `new_word_weight` (each word the edit brings, up to
-`new_word_margin` in the query).
+`new_word_margin` in the query), and `free_below_weight` (every other term held `free_gap` below the vector's
+lightest word, images and queries). `init_head` starts from a saved head (e.g. the shipped one) instead of the
+word table.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class SparseTask(TripletTask):
         word_margin: float = 1.0,
         new_word_margin: float = 2.0,
         min_restrict: float = 0.0,
+        free_below_weight: float = 0.0,
+        free_gap: float = 0.5,
+        init_head: str | None = None,
         image_words: list[list[str]] | None = None,
         val_words: dict | None = None,
         cache=None,
@@ -80,6 +85,8 @@ class SparseTask(TripletTask):
         self.module = SparseEncoder.for_model(
             model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
         )
+        if init_head is not None:
+            self.module.load_state_dict(SparseEncoder.load(init_head, model).state_dict())
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
@@ -92,6 +99,7 @@ class SparseTask(TripletTask):
         ]
         self.min_restrict = min_restrict
         self.word_weights = (image_word_weight, query_word_weight, new_word_weight)
+        self.free_below = (free_below_weight, free_gap)
         self.margins = (float(np.expm1(word_margin)), float(np.expm1(new_word_margin)))  # as logits
         self.words = None
         if word_supervision is not None:
@@ -168,7 +176,7 @@ class SparseTask(TripletTask):
 
     def _word_loss(self, idx, img_rows, query_w, image_w, query_logits, image_logits) -> tuple[torch.Tensor, dict]:
         """The three word losses of the module docstring, weighted, and each one's value for the log."""
-        from .term_words import off_word_share, word_margin
+        from .term_words import free_below_words, off_word_share, word_margin
 
         image_words, query_words = self.words.images.mask(img_rows), self.words.queries.mask(idx)
         new_words = self.words.new.mask(idx)
@@ -181,6 +189,11 @@ class SparseTask(TripletTask):
         image_weight, query_weight, new_weight = self.word_weights
         loss = (image_weight * (parts["image_off"] + parts["image_gap"]) + query_weight * parts["query_off"]
                 + new_weight * parts["new_gap"])
+        free_weight, gap = self.free_below
+        if free_weight:
+            parts["image_free"] = free_below_words(image_w, image_words, gap)
+            parts["query_free"] = free_below_words(query_w, query_words, gap)
+            loss = loss + free_weight * (parts["image_free"] + parts["query_free"])
         return loss, {name: float(value.detach()) for name, value in parts.items()}
 
     @torch.inference_mode()

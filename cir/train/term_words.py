@@ -11,7 +11,9 @@ lacks (what the edit brought). Three losses use them:
 - `word_margin`: a hinge pulling each of a vector's words up to a weight of at least `margin`, so that every one
   is among its terms (image term recall);
 - the same hinge on a query's new words, at a higher margin, so that the word the edit asked for leads the
-  explanation of its target (the explanation test).
+  explanation of its target (the explanation test);
+- `free_below_words`: a hinge holding every term outside a vector's words at least `gap` below its lightest word,
+  so that its words lead its top terms while the free terms (conjunctions, positions) stay beneath them.
 """
 
 from __future__ import annotations
@@ -86,3 +88,13 @@ def word_margin(weights: torch.Tensor, words: torch.Tensor, margin: float) -> to
     if not bool(has.any()):
         return weights.sum() * 0.0
     return (gap.sum(1)[has] / counts[has]).mean()
+
+
+def free_below_words(weights: torch.Tensor, words: torch.Tensor, gap: float) -> torch.Tensor:
+    """Mean over rows with words of the summed hinge relu(w_free - (lightest word - gap)) over their free terms."""
+    has = words.any(1)
+    if not bool(has.any()):
+        return weights.sum() * 0.0
+    w, m = weights[has], words[has]
+    lightest = torch.where(m, w, torch.full_like(w, float("inf"))).min(1, keepdim=True).values
+    return (torch.relu(w - (lightest - gap)) * ~m).sum(1).mean()
