@@ -115,6 +115,9 @@ def test_the_word_losses_measure_what_they_say() -> None:
     # row 0: lightest word 1.0, free 2.0 and 1.0 above 1.0 - 0.5 by 1.5 and 0.5; row 1: lightest 1.0, free 2.0 by 1.5
     assert float(free_below_words(weights, mask, gap=0.5)) == pytest.approx((2.0 + 1.5) / 2)
     assert float(free_below_words(weights, torch.zeros_like(mask), gap=0.5)) == 0.0
+    missing = mask.clone()
+    missing[0, 7] = True  # a word of row 0 at weight 0: its free terms pay their whole weight (2 + 1), zeros nothing
+    assert float(free_below_words(weights, missing, gap=0.5)) == pytest.approx((3.0 + 1.5) / 2)
 
 
 @pytest.fixture(scope="module")
