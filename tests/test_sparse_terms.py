@@ -116,8 +116,11 @@ def test_the_word_losses_measure_what_they_say() -> None:
     assert float(free_below_words(weights, mask, gap=0.5)) == pytest.approx((2.0 + 1.5) / 2)
     assert float(free_below_words(weights, torch.zeros_like(mask), gap=0.5)) == 0.0
     missing = mask.clone()
-    missing[0, 7] = True  # a word of row 0 at weight 0: its free terms pay their whole weight (2 + 1), zeros nothing
-    assert float(free_below_words(weights, missing, gap=0.5)) == pytest.approx((3.0 + 1.5) / 2)
+    missing[0, 7] = True  # a word of row 0 at weight 0 is word_margin's to raise: the threshold ignores it
+    assert float(free_below_words(weights, missing, gap=0.5)) == pytest.approx((2.0 + 1.5) / 2)
+    missing[1, [1, 3]] = False
+    missing[1, 9] = True  # row 1 with none of its words present costs nothing
+    assert float(free_below_words(weights, missing, gap=0.5)) == pytest.approx(2.0 / 2)
 
 
 @pytest.fixture(scope="module")

@@ -91,12 +91,14 @@ def word_margin(weights: torch.Tensor, words: torch.Tensor, margin: float) -> to
 
 
 def free_below_words(weights: torch.Tensor, words: torch.Tensor, gap: float) -> torch.Tensor:
-    """Mean over rows with words of the summed hinge relu(w_free - max(lightest word - gap, 0)) over their free
-    terms: a term already at zero costs nothing, and a word missing from the vector (weight 0) makes every free
-    term pay its whole weight rather than the vocabulary's zeros a negative threshold."""
-    has = words.any(1)
+    """Mean over rows of the summed hinge relu(w_free - (lightest present word - gap)) over their free terms; a
+    word missing from the vector (weight 0) is left to `word_margin`, and a row with none of its words present
+    costs nothing (charging its free terms instead collapses the vectors)."""
+    present = words & (weights > 0)
+    has = present.any(1)
     if not bool(has.any()):
         return weights.sum() * 0.0
-    w, m = weights[has], words[has]
+    w, m = weights[has], present[has]
     lightest = torch.where(m, w, torch.full_like(w, float("inf"))).min(1, keepdim=True).values
-    return (torch.relu(w - (lightest - gap).clamp(min=0.0)) * ~m).sum(1).mean()
+    hinge = (torch.relu(w - (lightest - gap)) * ~words[has]).sum(1)
+    return hinge.sum() / len(weights)
