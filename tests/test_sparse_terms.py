@@ -216,8 +216,9 @@ def test_a_short_sparse_run_with_word_losses_logs_and_validates_them(synth_tiny:
     from cir.config import TrainConfig
     from cir.models import create_model
     from cir.train.data import load_triplets
-    from cir.train.loop import fit
+    from cir.errors import CirError
     from cir.stages.sparse_head import SparseEncoder
+    from cir.train.loop import fit
     from cir.train.sparse import SparseTask
 
     model = create_model("blip-tiny", pretrained="synth", stages=("stage1",))
@@ -225,12 +226,15 @@ def test_a_short_sparse_run_with_word_losses_logs_and_validates_them(synth_tiny:
     data = load_triplets(train, model.preprocess)
     words = scene_words(synth_tiny, "train")
     val_words = term_truth(synth_tiny, "val")
+    shipped_head = Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-sparse.safetensors"
+    with pytest.raises(CirError, match="init_head .*blip-tiny-synth-sparse.safetensors does not fit"):
+        SparseTask(model, data, val, trainable_vocab=False, init_head=shipped_head)
     task = SparseTask(model, data, val, val_queries=None, trainable_vocab=True, word_supervision="scene",
                       image_word_weight=2.0, query_word_weight=1.0, new_word_weight=1.0, min_restrict=0.25,
-                      free_below_weight=1.0, init_head=Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-sparse.safetensors",
+                      free_below_weight=1.0, init_head=shipped_head,
                       image_words=[words[i] for i in data.image_ids], val_words=val_words)
     assert task.words.images.mask(np.arange(len(data.image_ids))).sum(1).min() >= 3  # a shape, a colour, a size
-    shipped = SparseEncoder.load(Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-sparse.safetensors", model)
+    shipped = SparseEncoder.load(shipped_head, model)
     assert all(torch.equal(v, shipped.state_dict()[k]) for k, v in task.module.state_dict().items())  # init_head
     metrics = fit(task, TrainConfig(epochs=2, batch_size=64, lr=1e-3, warmup_steps=2, threads=1), tmp_path / "run",
                   weights_name="sparse")

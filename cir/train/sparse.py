@@ -86,7 +86,14 @@ class SparseTask(TripletTask):
             model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
         )
         if init_head is not None:
-            self.module.load_state_dict(SparseEncoder.load(init_head, model).state_dict())
+            state, mine = SparseEncoder.load(init_head, model).state_dict(), self.module.state_dict()
+            # e.g. a head with its own table (trainable_vocab) into one without, or the reverse
+            shared = state.keys() & mine.keys()
+            differ = sorted(set(state) ^ set(mine)) + [k for k in sorted(shared) if state[k].shape != mine[k].shape]
+            if differ:
+                raise CirError(f"train_sparse: init_head {init_head} does not fit this head "
+                               f"(trainable_vocab: {trainable_vocab}): {', '.join(differ)} differ")
+            self.module.load_state_dict(state)
         self.query_flops, self.image_flops = query_flops, image_flops
         self.ramp_steps, self.anneal_steps, self.ref_terms = ramp_steps, anneal_steps, ref_terms
         model.stage1.requires_grad_(False)
@@ -175,7 +182,7 @@ class SparseTask(TripletTask):
         return kl + reg, logs
 
     def _word_loss(self, idx, img_rows, query_w, image_w, query_logits, image_logits) -> tuple[torch.Tensor, dict]:
-        """The three word losses of the module docstring, weighted, and each one's value for the log."""
+        """The word losses of the module docstring, weighted, and each one's value for the log."""
         from .term_words import free_below_words, off_word_share, word_margin
 
         image_words, query_words = self.words.images.mask(img_rows), self.words.queries.mask(idx)
