@@ -105,6 +105,7 @@ class Config:
     train_stage1: TrainConfig = field(default_factory=TrainConfig)
     train_stage2: TrainConfig = field(default_factory=TrainConfig)
     train_sparse: TrainConfig = field(default_factory=TrainConfig)
+    train_sparse_words: TrainConfig = field(default_factory=TrainConfig)  # the word terms on top of train_sparse's
     cache_dir: str | None = ".cir-cache"  # None: no feature cache
     source: str = "<defaults>"
 

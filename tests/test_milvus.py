@@ -43,10 +43,9 @@ def vectors(synth_tiny, model, tmp_path_factory):
     retriever = SparseRetriever(model, FeatureCache(tmp_path_factory.mktemp("cache")))
     features = retriever.encoder.index(benchmark.gallery)
     dense = retriever.dense_vectors(features)
-    queries = retriever.embed(benchmark.queries[:40])
+    sparse_queries, queries, _ = retriever.query_vectors(benchmark.queries[:40])
     return {"benchmark": benchmark, "ids": list(features.ids), "dense": dense, "queries": queries,
-            "sparse": retriever.sparse.encode(features["embeddings"], "image"),
-            "sparse_queries": retriever.sparse.encode(queries, "query")}
+            "sparse": retriever.gallery_vectors(features), "sparse_queries": sparse_queries}
 
 
 def settings(tmp_path: Path, **params) -> MilvusSettings:

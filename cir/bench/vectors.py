@@ -49,19 +49,24 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 def encode_real_vectors(context: BenchContext, n_queries: int) -> RealVectors:
     """Encode the split's gallery (through the feature cache) and its first `n_queries` queries."""
     from ..stages.dense import DenseRetriever
+    from ..stages.sparse import SparseRetriever
 
     benchmark = context.benchmark
     queries = benchmark.queries[:n_queries]
     if len(queries) < n_queries:
         log.warning("the benchmark split has %d queries, fewer than the %d asked for", len(queries), n_queries)
-    retriever = DenseRetriever(context.model, context.cache)
-    features = retriever.encoder.index(benchmark.gallery)
-    embeddings, states = retriever.encode(queries)
+    if context.sparse is None:
+        retriever = DenseRetriever(context.model, context.cache)
+        features = retriever.encoder.index(benchmark.gallery)
+        embeddings, states = retriever.encode(queries)
+    else:
+        retriever = SparseRetriever(context.model, context.cache, sparse_head=context.sparse)
+        features = retriever.encoder.index(benchmark.gallery)
+        sparse_queries, embeddings, states = retriever.query_vectors(queries)
     real = RealVectors(list(features.ids), queries, unit_rows(features["embeddings"]), unit_rows(embeddings),
                        query_states=states)
     if context.sparse is not None:
-        real.sparse_gallery = context.sparse.encode(real.dense_gallery, "image")
-        real.sparse_queries = context.sparse.encode(real.dense_queries, "query")
+        real.sparse_gallery, real.sparse_queries = retriever.gallery_vectors(features), sparse_queries
     return real
 
 

@@ -1,4 +1,4 @@
-"""`cir train stage1|stage2|sparse --config FILE`: train a stage on the config's benchmark (train split), validating on
+"""`cir train stage1|stage2|sparse|sparse-words --config FILE`: train a stage on the config's benchmark (train split), validating on
 its evaluation split after each epoch; resumable from the output folder."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from .console import console
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train stage one (dense), stage two (reranker) or the sparse heads")
-    p.add_argument("stage", choices=("stage1", "stage2", "sparse"))
+    p = subparsers.add_parser("train", help="train stage one (dense), stage two (reranker), the sparse heads or their word terms")
+    p.add_argument("stage", choices=("stage1", "stage2", "sparse", "sparse-words"))
     add_config_options(p)
     p.add_argument("--out", type=Path, help="output folder (default: the config's train_<stage>.out)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -28,12 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from ..train.runner import train_stage
 
     cfg = load_config(args)
-    tcfg = getattr(cfg, f"train_{args.stage}")
+    section = f"train_{args.stage.replace('-', '_')}"
+    tcfg = getattr(cfg, section)
     for name in ("epochs", "max_queries", "threads"):
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     out = args.out or Path(tcfg.out)
-    out_flag = "--out" if args.out else f"train_{args.stage}.out (config)"
+    out_flag = "--out" if args.out else f"{section}.out (config)"
     check_outputs([(out_flag, out, "folder"), (cache_flag(args), cfg.cache_dir, "folder")])
     prepare_synthetic(cfg, args, [cfg.benchmark.train_split, cfg.benchmark.split])  # trains on one, validates on the other
     metrics = train_stage(cfg, args.stage, out, resume=not args.no_resume)

@@ -123,14 +123,17 @@ class DenseRetriever(Retriever):
         return self.encode(queries)[0]
 
     @torch.inference_mode()
-    def encode(self, queries: Sequence[Query]) -> tuple[np.ndarray, QueryStates]:
-        """Query embeddings, and the encodings behind them for stage two."""
+    def encode(self, queries: Sequence[Query], each_batch=None) -> tuple[np.ndarray, QueryStates]:
+        """Query embeddings, and the encodings behind them for stage two; `each_batch(reference_tokens, encoded)`
+        sees every batch on the way (what a sparse head reads besides the embeddings)."""
         out = []
         states = QueryStates(self.model.stage1, self.encoder.autocast_bf16)
         for batch in progress(batches(queries, self.batch_size), len(queries), self.batch_size, "stage one"):
             with self.encoder.autocast():
                 ref = self.encoder.tokens([q.reference for q in batch])
                 encoded = encode_queries(self.model, ref, [q.text for q in batch])
+            if each_batch is not None:
+                each_batch(ref, encoded)
             out.append(encoded.embeddings.float().cpu().numpy())
             states.by_query.update(((q.reference, q.text), encoded.row(i)) for i, q in enumerate(batch))
         embeddings = np.concatenate(out) if out else np.zeros((0, self.model.config.embed_dim), np.float32)

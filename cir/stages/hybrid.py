@@ -58,16 +58,16 @@ class HybridRetriever(SparseRetriever):
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
         dense = self.dense_vectors(features)
-        self.image_vectors = self.sparse.encode(features["embeddings"], "image")
+        self.image_vectors = self.gallery_vectors(features)
         self._sparse_index = self.milvus_index(gallery, features.ids, dense=dense, sparse=self.image_vectors,
                                                sparse_head=module_fingerprint(self.sparse))
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._sparse_index is None:
             raise CirError(f"{self.name} retriever: call index(gallery) before search()")
-        embeddings, states = self.encode(queries)
+        vectors, embeddings, states = self.query_vectors(queries)
         scores, ids = self._sparse_index.hybrid_search(
-            embeddings, self.sparse.encode(embeddings, "query"), k, self.fusion, self.fusion_weights, self.rrf_k,
+            embeddings, vectors, k, self.fusion, self.fusion_weights, self.rrf_k,
             self.candidates)
         rankings = (Ranking(q.id, list(i), s[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
         return Run(rankings, query_states=states)

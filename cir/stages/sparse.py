@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..cache import FeatureCache
 from ..errors import CirError
 from ..types import Gallery, Query, Ranking, Run
-from .dense import DenseRetriever
+from .dense import DenseRetriever, QueryStates
 from .encoding import module_fingerprint
-from .sparse_head import SparseEncoder
+from .sparse_head import NUM_TERMS, SparseEncoder
 from .sparse_explain import explain
 from ..index.sparse import SparseIndex
 
@@ -52,7 +53,7 @@ class SparseRetriever(DenseRetriever):
 
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
-        self.image_vectors = self.sparse.encode(features["embeddings"], "image")
+        self.image_vectors = self.gallery_vectors(features)
         if self.index_kind == "milvus":
             self._sparse_index = self.milvus_index(gallery, features.ids, sparse=self.image_vectors,
                                                    sparse_head=module_fingerprint(self.sparse))
@@ -60,9 +61,30 @@ class SparseRetriever(DenseRetriever):
             self._sparse_index = SparseIndex.build(self.image_vectors, features.ids, backend=self.index_kind,
                                                    **self.index_params)
 
-    def encode_queries(self, queries: Sequence[Query]):
+    def gallery_vectors(self, features) -> sp.csr_matrix:
+        """The sparse vectors of a gallery's cached stage-one features (heads with word terms read its tokens)."""
+        tokens = features["tokens"] if self.sparse.words is not None else None
+        return self.sparse.encode_images(features["embeddings"], tokens)
+
+    def query_vectors(self, queries: Sequence[Query]) -> tuple[sp.csr_matrix, np.ndarray, QueryStates]:
+        """The queries' sparse vectors, with their dense embeddings and the stage-one states stage two starts from."""
         self._learn_words(queries)
-        return self.sparse.encode(self.embed(queries), "query")
+        if self.sparse.words is None:
+            embeddings, states = self.encode(queries)
+            return self.sparse.encode_queries(embeddings), embeddings, states
+        blocks = []
+
+        def each_batch(ref, encoded) -> None:
+            blocks.append(self.sparse.encode_queries(encoded.embeddings.float().cpu(), encoded.fused.float().cpu(),
+                                                     encoded.attention_mask.cpu(), ref.float().cpu()))
+
+        embeddings, states = self.encode(queries, each_batch)
+        vectors = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, NUM_TERMS), dtype=np.float32)
+        return vectors, embeddings, states
+
+    def encode_queries(self, queries: Sequence[Query]) -> sp.csr_matrix:
+        """The queries' sparse vectors."""
+        return self.query_vectors(queries)[0]
 
     def _learn_words(self, queries: Sequence[Query]) -> None:
         tokenizer = self.model.tokenizer
@@ -72,9 +94,8 @@ class SparseRetriever(DenseRetriever):
     def search(self, queries: Sequence[Query], k: int) -> Run:
         if self._sparse_index is None:
             raise CirError(f"{self.name} retriever: call index(gallery) before search()")
-        self._learn_words(queries)
-        embeddings, states = self.encode(queries)
-        scores, ids = self._sparse_index.search(self.sparse.encode(embeddings, "query"), k)
+        vectors, _, states = self.query_vectors(queries)
+        scores, ids = self._sparse_index.search(vectors, k)
         rankings = (Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
         return Run(rankings, query_states=states)
 

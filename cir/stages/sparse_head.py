@@ -5,10 +5,13 @@ from the start. It stays tied and frozen (a head of a few ten thousand parameter
 trained from there: each term gets its own direction and can stand for a conjunction ("red circle at the top left")
 that few images share, which is what keeps posting lists short; a saved head holds its table then (about 8 MB in
 fp16). Queries and images have separate heads. Terms are the 30,522 WordPiece entries ([DEC] and [ENC] are not terms).
+With `words` (cir.stages.sparse_words.WordHeads) the vectors also hold word terms from detectors over the stage-one
+tokens, the head's own terms beneath them; such heads need the tokens as well as the embeddings.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +54,14 @@ class SparseEncoder(nn.Module):
         max_query_terms: int = 32,
         max_image_terms: int = 64,
         trainable_vocab: bool = False,
+        words=None,
     ):
         super().__init__()
         self.query = SparseHead(dim, hidden, word_embeddings, trainable_vocab)
         self.image = SparseHead(dim, hidden, word_embeddings, trainable_vocab)
         self.max_query_terms = max_query_terms
         self.max_image_terms = max_image_terms
+        self.words = words  # cir.stages.sparse_words.WordHeads, or None
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "SparseEncoder":
@@ -64,14 +69,36 @@ class SparseEncoder(nn.Module):
         return cls(model.config.embed_dim, model.config.text.hidden_size, table, **kwargs)
 
     @torch.inference_mode()
-    def encode(self, dense: np.ndarray | torch.Tensor, side: str, batch_size: int = 4096) -> sp.csr_matrix:
-        """Sparse CSR term weights of a batch of dense embeddings, keeping at most the side's cap of terms each."""
-        head = self.query if side == "query" else self.image
-        cap = self.max_query_terms if side == "query" else self.max_image_terms
-        dense = torch.as_tensor(np.asarray(dense, dtype=np.float32))
+    def encode_images(self, embeddings, tokens=None, batch_size: int = 4096) -> sp.csr_matrix:
+        """Sparse CSR term weights of images from their stage-one embeddings (and ViT tokens, which heads with word
+        terms read), at most `max_image_terms` each."""
+        self._need_tokens(tokens, "image tokens")
+        return self._encode(self.image, self.max_image_terms, embeddings, batch_size,
+                            lambda rows: self.words.image_words(_tensor(tokens, rows)))
+
+    @torch.inference_mode()
+    def encode_queries(self, embeddings, fused=None, mask=None, references=None, batch_size: int = 4096) -> sp.csr_matrix:
+        """Sparse CSR term weights of queries from their stage-one embeddings (and, for heads with word terms, their
+        fused text tokens with its mask and their references' ViT tokens), at most `max_query_terms` each."""
+        self._need_tokens(fused if references is not None else None, "fused query tokens and reference tokens")
+        return self._encode(self.query, self.max_query_terms, embeddings, batch_size,
+                            lambda rows: self.words.query_words(_tensor(fused, rows), _tensor(mask, rows),
+                                                                _tensor(references, rows)))
+
+    def _need_tokens(self, tokens, what: str) -> None:
+        if self.words is not None and tokens is None:
+            from ..errors import CirError
+
+            raise CirError(f"these sparse heads have word terms, which are read from the {what}: pass them")
+
+    def _encode(self, head: "SparseHead", cap: int, embeddings, batch_size: int, word_weights) -> sp.csr_matrix:
+        dense = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
         blocks = []
         for start in range(0, len(dense), batch_size):
-            weights = head(dense[start : start + batch_size])
+            rows = slice(start, start + batch_size)
+            weights = head(dense[rows])
+            if self.words is not None:
+                weights = self.words.compose(weights, word_weights(rows), cap)
             blocks.append(top_terms(weights, cap))
         return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, NUM_TERMS), dtype=np.float32)
 
@@ -82,6 +109,8 @@ class SparseEncoder(nn.Module):
 
         tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
         meta = {"max_query_terms": str(self.max_query_terms), "max_image_terms": str(self.max_image_terms)}
+        if self.words is not None:
+            meta["word_heads"] = json.dumps(self.words.settings())
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         return Path(path)
@@ -107,8 +136,17 @@ class SparseEncoder(nn.Module):
             caps = {key: int(meta.get(key, default)) for key, default in (("max_query_terms", 32), ("max_image_terms", 64))}
         except ValueError as exc:
             raise FormatError(f"{path}: metadata max_query_terms / max_image_terms is not a whole number") from exc
+        words = None
+        if "word_heads" in meta:
+            from .sparse_words import WordHeads
+
+            try:
+                words = WordHeads.from_settings(json.loads(meta["word_heads"]), model.config.encoder_width,
+                                                model.config.text.hidden_size)
+            except (ValueError, TypeError) as exc:
+                raise FormatError(f"{path}: metadata word_heads is not what WordHeads saves ({exc})") from exc
         # a head trained with its own table saved it
-        encoder = cls.for_model(model, trainable_vocab="query.vocab" in state, **caps)
+        encoder = cls.for_model(model, trainable_vocab="query.vocab" in state, words=words, **caps)
         _check_keys(path, encoder.state_dict(), state)
         encoder.load_state_dict(state)
         return encoder.eval()
@@ -133,6 +171,12 @@ def _check_keys(path: str | Path, expected: dict[str, torch.Tensor], found: dict
     if any(k.split(".", 1)[0] in ("stage1", "stage2") for k in unexpected):
         what = "a stage-one/stage-two model checkpoint, not a sparse head (`cir train sparse` writes one)"
     raise FormatError(f"{path}: {what}: keys {'; '.join(problems)}")
+
+
+def _tensor(values, rows: slice) -> torch.Tensor:
+    """Rows of an array or tensor (a memory-mapped cache included) as a float or bool tensor."""
+    part = values[rows]
+    return part if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part))
 
 
 def top_terms(weights: torch.Tensor, cap: int) -> sp.csr_matrix:

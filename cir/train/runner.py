@@ -17,12 +17,12 @@ log = logging.getLogger(__name__)
 
 def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> None:
     """An unknown key under train_<stage>.options is a config error naming the file and the key, not a TypeError."""
-    internal = {"model", "data", "val_benchmark", "scene_labels", "cache", "image_words", "val_words"}
+    internal = {"model", "data", "val_benchmark", "scene_labels", "cache", "image_words", "edit_words", "val_words"}
     known = set(inspect.signature(task_class).parameters) - internal
     known.add("stage1" if stage != "stage1" else "init_from_model")
     unknown = sorted(set(options) - known)
     if unknown:
-        raise CirError(f"{cfg.source}: unknown key train_{stage}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
+        raise CirError(f"{cfg.source}: unknown key train_{stage.replace('-', '_')}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
 
 
 def _check_synthetic_options(cfg: Config, stage: str, options: dict) -> None:
@@ -43,20 +43,24 @@ def _check_synthetic_options(cfg: Config, stage: str, options: dict) -> None:
         )
 
 
-def _sparse_words(cfg: Config, data, opts: dict) -> dict:
-    """The words sparse training holds its terms to: the train images' scene words (word_supervision: scene) and,
-    on the synthetic benchmark, the val split's truth for the term metrics of each epoch's validation."""
+def _sparse_words(cfg: Config, data, opts: dict, edits: bool = False) -> dict:
+    """The words sparse training holds its terms to: the train images' scene words (word_supervision: scene; with
+    `edits`, the train queries' edit words too) and, on the synthetic benchmark, the val split's
+    truth for the term metrics of each epoch's validation."""
     from ..data.synth.layout import read_own_metadata
 
     root = cfg.benchmark.root
     if read_own_metadata(Path(root)) is None:
         return {}
-    from ..data.synth.words import scene_words, term_truth
+    from ..data.synth.words import edit_words, scene_words, term_truth
 
     out = {"val_words": term_truth(root, cfg.benchmark.split)}
     if opts.get("word_supervision") == "scene":
         words = scene_words(root, cfg.benchmark.train_split)
         out["image_words"] = [words[i] for i in data.image_ids]
+        if edits:
+            brought = edit_words(root, cfg.benchmark.train_split)
+            out["edit_words"] = [brought[q.id] for q in data.queries]
     return out
 
 
@@ -65,7 +69,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     from ..cache import FeatureCache
     from ..models import create_model, model_from_settings
 
-    tcfg = getattr(cfg, f"train_{stage}")
+    tcfg = getattr(cfg, f"train_{stage.replace('-', '_')}")
     opts = dict(tcfg.options)
     _check_synthetic_options(cfg, stage, opts)
     seed_everything(tcfg.seed)
@@ -94,19 +98,22 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
         task.device = model.device
         return fit(task, tcfg, out, resume, weights_name="stage1")
     from .sparse import SparseTask
+    from .sparse_words import SparseWordsTask
     from .stage2 import Stage2Task
 
-    task_class = SparseTask if stage == "sparse" else Stage2Task
+    task_class = {"sparse": SparseTask, "sparse-words": SparseWordsTask}.get(stage, Stage2Task)
     _check_options(cfg, stage, task_class, opts)
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
         raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
-    stages = ("stage1",) if stage == "sparse" else ("stage1", "stage2")
+    stages = ("stage1",) if stage.startswith("sparse") else ("stage1", "stage2")
     model = create_model(cfg.model.name, stage1_path, stages=stages, device=device)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)
     if stage == "sparse":
         task = SparseTask(model, data, val_set, cache=cache, **opts, **_sparse_words(cfg, data, opts))
+    elif stage == "sparse-words":
+        task = SparseWordsTask(model, data, val_set, cache=cache, **opts, **_sparse_words(cfg, data, opts, edits=True))
     else:
         task = Stage2Task(model, data, val_set, cache=cache, **with_scene_labels(data))
     task.device = model.device
-    return fit(task, tcfg, out, resume, weights_name=stage)
+    return fit(task, tcfg, out, resume, weights_name="sparse" if stage.startswith("sparse") else stage)

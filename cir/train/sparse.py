@@ -205,29 +205,35 @@ class SparseTask(TripletTask):
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        if self.val_benchmark is None:
-            return {}
-        from ..eval.metrics import evaluate
-        from ..stages.sparse import SparseRetriever
-
-        b = self.val_benchmark
-        retriever = SparseRetriever(self.model, self.cache, sparse_head=self.module.eval())
-        retriever.index(b.gallery)
-        run = retriever.search(b.queries, 51)
-        metrics = evaluate(b, run)
-        out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
-        queries = retriever.encode_queries(b.queries)
-        out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
-        out["query_terms"] = float(queries.getnnz(1).mean())
-        out["flops_per_pair"] = expected_flops(queries, retriever.image_vectors)
-        if self.val_words:
-            from ..eval.term_metrics import term_metrics
-
-            out.update(term_metrics(
-                self.model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors, b.queries, queries,
-                b.targets, run, exclude_reference=b.exclude_reference, **self.val_words,
-            ))
-        return out
+        return validate_heads(self.model, self.cache, self.module, self.val_benchmark, self.val_words)
 
     def save_weights(self, path: Path) -> None:
         self.module.save(path)
+
+
+@torch.inference_mode()
+def validate_heads(model, cache, heads: SparseEncoder, benchmark, val_words: dict | None) -> dict[str, float]:
+    """Sparse stage one with `heads` on the validation queries: recall, terms per vector, multiply-adds per pair and,
+    on the synthetic benchmark (`val_words`), the term metrics."""
+    if benchmark is None:
+        return {}
+    from ..eval.metrics import evaluate
+    from ..stages.sparse import SparseRetriever
+
+    retriever = SparseRetriever(model, cache, sparse_head=heads.eval())
+    retriever.index(benchmark.gallery)
+    run = retriever.search(benchmark.queries, 51)
+    metrics = evaluate(benchmark, run)
+    out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
+    queries = retriever.encode_queries(benchmark.queries)
+    out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
+    out["query_terms"] = float(queries.getnnz(1).mean())
+    out["flops_per_pair"] = expected_flops(queries, retriever.image_vectors)
+    if val_words:
+        from ..eval.term_metrics import term_metrics
+
+        out.update(term_metrics(
+            model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors, benchmark.queries, queries,
+            benchmark.targets, run, exclude_reference=benchmark.exclude_reference, **val_words,
+        ))
+    return out
