@@ -78,16 +78,21 @@ def evaluate(cfg: Config, split: str | None = None, model=None) -> Evaluation:
 
 def sparse_term_metrics(cfg: Config, benchmark, retriever, run: Run) -> dict[str, float]:
     """Whether a sparse stage one's terms mean their words (`cir.eval.term_metrics`), where the benchmark says what
-    every image shows: cir's synthetic one. Empty for a dense stage one or another benchmark."""
+    every image shows: cir's synthetic one, with what the terms cost. Empty for a dense stage one or another
+    benchmark."""
     from .data.synth.layout import read_own_metadata
 
     if getattr(retriever, "image_vectors", None) is None or read_own_metadata(Path(cfg.benchmark.root)) is None:
         return {}
     from .data.synth.words import term_truth
     from .eval.term_metrics import term_metrics
+    from .index.sparse import expected_flops
 
-    return term_metrics(
-        retriever.model.tokenizer, retriever.encoder.features.ids, retriever.image_vectors,
-        benchmark.queries, retriever.encode_queries(benchmark.queries), benchmark.targets, run,
-        **term_truth(cfg.benchmark.root, benchmark.split),
+    queries, images = retriever.encode_queries(benchmark.queries), retriever.image_vectors
+    metrics = term_metrics(
+        retriever.model.tokenizer, retriever.encoder.features.ids, images, benchmark.queries, queries,
+        benchmark.targets, run, **term_truth(cfg.benchmark.root, benchmark.split),
     )
+    # what the terms cost, on the same vectors: terms per vector, expected multiply-adds per query-image pair
+    return {**metrics, "query_terms": float(queries.getnnz(1).mean()), "image_terms": float(images.getnnz(1).mean()),
+            "flops_per_pair": expected_flops(queries, images)}

@@ -91,9 +91,12 @@ def _open_split(root: Path) -> Any:
 
 
 @contextmanager
-def open_context(data: str | Path, cache_dir: str | Path) -> Iterator[BenchContext]:
-    """The model and the val split at `data`, or a tiny synthetic one generated for the duration of the block."""
+def open_context(data: str | Path, cache_dir: str | Path, word_terms: bool = True) -> Iterator[BenchContext]:
+    """The model and the val split at `data`, or a tiny synthetic one generated for the duration of the block;
+    without `word_terms`, the sparse heads' distilled terms alone."""
     model, weights, trained, sparse = load_bench_model()
+    if sparse is not None and sparse.words is not None and not word_terms:
+        sparse, weights = sparse.distilled(), weights + "; sparse heads: distilled terms only (no word terms)"
     with tempfile.TemporaryDirectory(prefix="cir-bench-") as scratch:
         try:
             benchmark, where, generated = _open_split(Path(data)), f"{data} (val split)", False

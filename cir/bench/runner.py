@@ -63,6 +63,7 @@ class BenchSettings:
     rerank_depths: tuple[int, ...] = RERANK_DEPTHS
     encode_images: int = 2000
     seed: int = 0
+    word_terms: bool = True  # false: the shipped sparse heads' distilled terms alone (cir.stages.sparse_words)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "skip": sorted(self.skip)}
@@ -100,7 +101,7 @@ def run_bench(settings: BenchSettings, on_progress: Callable[[dict[str, Any]], N
         raise CirError("no gallery size given: --scale takes sizes like 10k,100k,1m")
     from ..machine import machine_description
 
-    with thread_limit(settings.threads), open_context(settings.data, settings.cache_dir) as context:
+    with thread_limit(settings.threads), open_context(settings.data, settings.cache_dir, settings.word_terms) as context:
         date = datetime.now().isoformat(timespec="seconds")
         result: dict[str, Any] = {
             "title": f"cir bench, {date}: {machine_description()}; faiss {settings.threads} threads (1 for one-query latency)",

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", default=".cir-cache", help="gallery feature cache (default %(default)s)")
     p.add_argument("--threads", type=int, help="torch and faiss threads (default: every core); one-query latency uses 1")
     p.add_argument("--encode-images", type=int, default=2000, help="images timed for the gallery encoding rate (default %(default)s)")
+    p.add_argument("--no-word-terms", action="store_true",
+                   help="search the shipped sparse heads with their distilled terms alone (no word terms)")
     p.add_argument("--json", metavar="FILE", help="write every number, with how it was measured, as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown (the README's performance section)")
     p.set_defaults(func=run)
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         cache_dir=args.cache_dir,
         encode_images=args.encode_images,
+        word_terms=not args.no_word_terms,
     )
     if args.threads is not None:
         settings.threads = args.threads

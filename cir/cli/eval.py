@@ -81,7 +81,7 @@ def write_outputs(out: Path, result) -> None:
         run_for_file(run, result.benchmark).save(out / f"run.{stage}.json")
     if result.metrics:
         metrics = {stage: dict(m) for stage, m in result.metrics.items()}
-        metrics.setdefault("stage1", {}).update(result.terms)  # fractions in [0, 1], beside stage one's percents
+        metrics.setdefault("stage1", {}).update(result.terms)  # fractions in [0, 1] and the terms cost, beside the percents
         write_json(out / "metrics.json", metrics)
     b = result.benchmark
     if b.targets is None and b.name == "cirr":

@@ -19,7 +19,7 @@ class HybridRetriever(SparseRetriever):
     Settings (`stage_one` of a config): `index` (milvus, the only backend with hybrid search), `index_params`
     (cir.index.milvus.MilvusSettings: uri, token, collection, index types and parameters, ...), `fusion`
     (weighted | rrf), `fusion_weights` ([dense, sparse] for weighted; default [0.5, 0.5]), `rrf_k` (default 60),
-    `candidates` (results each field contributes before fusion; default k), `sparse_head`, `batch_size`.
+    `candidates` (results each field contributes before fusion; default k), `sparse_head`, `word_terms`, `batch_size`.
     """
 
     name = "hybrid"
@@ -37,6 +37,7 @@ class HybridRetriever(SparseRetriever):
         candidates: int | None = None,
         batch_size: int = 64,
         max_results: int | None = None,
+        word_terms: bool = True,
     ) -> None:
         if index != "milvus":
             raise CirError(f"hybrid stage one: index {index!r} has no hybrid search; use index: milvus")
@@ -45,7 +46,7 @@ class HybridRetriever(SparseRetriever):
         fusion_ranker(fusion, fusion_weights, rrf_k)  # refuse bad settings before any work
         if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1):
             raise CirError(f"hybrid stage one: candidates must be a whole number >= 1, got {candidates!r}")
-        super().__init__(model, cache, sparse_head, index, index_params, batch_size, max_results)
+        super().__init__(model, cache, sparse_head, index, index_params, batch_size, max_results, word_terms)
         self.fusion = fusion
         self.fusion_weights = tuple(fusion_weights)
         self.rrf_k = rrf_k

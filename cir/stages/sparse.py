@@ -24,7 +24,8 @@ class SparseRetriever(DenseRetriever):
     """The dense retriever's encoders, followed by the dense-to-sparse heads and an inverted index.
 
     Settings (`stage_one` of a config): `sparse_head` (a heads file, or a SparseEncoder; default: the heads that
-    came with the model's pretrained tag), `index` (csr | seismic | milvus), `index_params`, `batch_size`.
+    came with the model's pretrained tag), `index` (csr | seismic | milvus), `index_params`, `batch_size`,
+    `word_terms` (false: heads with word terms searched with their distilled terms alone, cir.stages.sparse_words).
     """
 
     name = "sparse"
@@ -38,6 +39,7 @@ class SparseRetriever(DenseRetriever):
         index_params: dict | None = None,
         batch_size: int = 64,
         max_results: int | None = None,
+        word_terms: bool = True,
     ) -> None:
         super().__init__(model, cache, index, index_params, batch_size, max_results)
         head = sparse_head if sparse_head is not None else model.pretrained_cfg.get("sparse_head")
@@ -47,6 +49,8 @@ class SparseRetriever(DenseRetriever):
                 "give stage_one.sparse_head"
             )
         self.sparse = head if isinstance(head, SparseEncoder) else SparseEncoder.load(head, model)
+        if not word_terms:
+            self.sparse = self.sparse.distilled()
         self._sparse_index: SparseIndex | None = None
         self.image_vectors = None
         self._lexicon: set[str] = set()  # words of the texts searched so far: what WordPieces are joined back into

@@ -11,6 +11,7 @@ tokens, the head's own terms beneath them; such heads need the tokens as well as
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -84,6 +85,18 @@ class SparseEncoder(nn.Module):
         return self._encode(self.query, self.max_query_terms, embeddings, batch_size,
                             lambda rows: self.words.query_words(_tensor(fused, rows), _tensor(mask, rows),
                                                                 _tensor(references, rows)))
+
+    def distilled(self) -> "SparseEncoder":
+        """These heads without their word terms: the distilled terms alone, at the caps they were trained with
+        (`word_terms: false`; the same parameters, shared)."""
+        if self.words is None:
+            return self
+        clone = copy.copy(self)
+        clone._modules = {k: v for k, v in self._modules.items() if k != "words"}
+        clone.__dict__["words"] = None
+        if self.words.free_caps:
+            clone.max_query_terms, clone.max_image_terms = self.words.free_caps
+        return clone
 
     def _need_tokens(self, tokens, what: str) -> None:
         if self.words is not None and tokens is None:

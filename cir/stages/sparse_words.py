@@ -54,6 +54,7 @@ class WordHeads(nn.Module):
         reference_weight: float = 1.0,
         edit_weight: float = 2.0,
         free_scale: float = 0.5,
+        free_caps: list[int] | None = None,
     ) -> None:
         super().__init__()
         if len(words) != len(pieces):
@@ -65,6 +66,7 @@ class WordHeads(nn.Module):
         self.register_buffer("carry", torch.tensor(carry if carry is not None else [True] * len(words)), persistent=False)
         self.image_weight, self.reference_weight = image_weight, reference_weight
         self.edit_weight, self.free_scale = edit_weight, free_scale
+        self.free_caps = list(free_caps) if free_caps is not None else None  # the distilled heads' own (query, image) caps
         rows = [i for i, p in enumerate(self.pieces) for _ in p]
         cols = [t for p in self.pieces for t in p]
         self.register_buffer("piece_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
@@ -74,7 +76,7 @@ class WordHeads(nn.Module):
         """What `from_settings` needs besides the tensors (saved in the heads file's metadata)."""
         return {"words": self.words, "pieces": self.pieces, "hidden": self.hidden, "carry": self.carry.tolist(),
                 "image_weight": self.image_weight, "reference_weight": self.reference_weight,
-                "edit_weight": self.edit_weight, "free_scale": self.free_scale}
+                "edit_weight": self.edit_weight, "free_scale": self.free_scale, "free_caps": self.free_caps}
 
     @classmethod
     def from_settings(cls, settings: dict, image_dim: int, query_dim: int) -> "WordHeads":

@@ -86,7 +86,9 @@ class SparseTask(TripletTask):
             model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
         )
         if init_head is not None:
-            state, mine = SparseEncoder.load(init_head, model).state_dict(), self.module.state_dict()
+            start = SparseEncoder.load(init_head, model)
+            start.words = None  # word terms (cir train sparse-words) are trained on top, not here
+            state, mine = start.state_dict(), self.module.state_dict()
             # e.g. a head with its own table (trainable_vocab) into one without, or the reverse
             shared = state.keys() & mine.keys()
             differ = sorted(set(state) ^ set(mine)) + [k for k in sorted(shared) if state[k].shape != mine[k].shape]

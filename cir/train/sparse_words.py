@@ -83,7 +83,8 @@ class SparseWordsTask(TripletTask):
         heads = WordHeads(words, pieces, model.config.encoder_width, model.config.text.hidden_size, hidden,
                           carry=(share <= max_reference_share).tolist(), image_weight=image_weight,
                           reference_weight=reference_weight, edit_weight=edit_weight, free_scale=free_scale)
-        free = SparseEncoder.load(sparse_head, model)
+        free = SparseEncoder.load(sparse_head, model).distilled()
+        heads.free_caps = [free.max_query_terms, free.max_image_terms]
         free.requires_grad_(False)
         free.words = heads
         free.max_image_terms = max_image_terms or free.max_image_terms
