@@ -53,7 +53,8 @@ class SparseRetriever(DenseRetriever):
             self.sparse = self.sparse.distilled()
         self._sparse_index: SparseIndex | None = None
         self.image_vectors = None
-        self._lexicon: set[str] = set()  # words of the texts searched so far: what WordPieces are joined back into
+        # what WordPieces are joined back into: the heads' word terms and the words of the texts searched so far
+        self._lexicon: set[str] = set(self.sparse.words.words) if self.sparse.words is not None else set()
 
     def index(self, gallery: Gallery) -> None:
         features = self.encoder.index(gallery)
