@@ -123,3 +123,23 @@ def test_word_training_refuses_unknown_options_and_needs_the_distilled_heads(syn
         train_stage(config(hiden=3), "sparse-words", tmp_path / "run")
     with pytest.raises(CirError, match=r"options.sparse_head must name the distilled heads"):
         train_stage(config(), "sparse-words", tmp_path / "run")
+
+
+def test_the_shipped_heads_explain_a_target_by_the_words_its_edit_asks_for(synth_tiny: Path, tmp_path: Path) -> None:
+    """On the tiny val split, the shipped heads' explanation of a target leads with the edit's word (a regression
+    check of the shipped word terms; the whole-split figures are in docs/sparse-terms.md)."""
+    from cir.cache import FeatureCache
+    from cir.data.synth.words import term_truth
+    from cir.models import create_model
+    from cir.stages.sparse import SparseRetriever
+
+    model = create_model("blip-tiny", pretrained="synth")
+    val = load_benchmark("cirr", synth_tiny, "val")
+    retriever = SparseRetriever(model, FeatureCache(tmp_path / "cache"))
+    assert retriever.sparse.words is not None, "the shipped heads have word terms"
+    retriever.index(val.gallery)
+    truth = term_truth(synth_tiny, "val")
+    asked = [q for q in val.queries if truth["edit_words"][q.id]][:40]
+    led = sum(set(truth["edit_words"][q.id]) <= {w for w, _ in retriever.explain(q, val.targets[q.id][0], top=3)}
+              for q in asked)
+    assert len(asked) >= 20 and led >= 0.7 * len(asked), (led, len(asked))
