@@ -163,6 +163,17 @@ def test_explanations_join_wordpieces_into_the_words_of_the_text(sparse_setup) -
     assert sum(w for _, w in terms) == pytest.approx(float(vector.multiply(row).sum()), rel=1e-4)
 
 
+def test_the_shipped_heads_explain_a_target_by_the_words_its_edit_asks_for(sparse_setup, synth_tiny: Path) -> None:
+    """The shipped heads' word terms: the explanation of a target leads with the edit's word on the tiny val split
+    (a regression check; the whole-split figures are in docs/sparse-terms.md)."""
+    retriever, val = sparse_setup
+    assert retriever.sparse.words is not None, "the shipped heads have word terms"
+    brought = term_truth(synth_tiny, "val")["edit_words"]
+    asked = [q for q in val.queries if brought[q.id]][:40]
+    led = sum(set(brought[q.id]) <= {w for w, _ in retriever.explain(q, val.targets[q.id][0], top=3)} for q in asked)
+    assert len(asked) >= 20 and led >= 0.7 * len(asked), (led, len(asked))
+
+
 def test_cir_eval_of_a_sparse_stage_one_reports_the_term_metrics(synth_tiny: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = ["eval", "--config", str(REPO / "configs" / "synth-tiny-sparse.yaml"), "--root", str(synth_tiny),

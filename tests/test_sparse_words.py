@@ -85,13 +85,13 @@ def test_a_short_word_training_writes_heads_that_search_and_explain_in_words(syn
         "cache_dir: " + str(tmp_path / "cache") + "\n"
         "train_sparse_words:\n"
         "  out: " + str(tmp_path / "run") + "\n"
-        "  epochs: 6\n  batch_size: 32\n  lr: 3.0e-3\n  warmup_steps: 5\n  threads: 1\n"
+        "  epochs: 3\n  batch_size: 32\n  lr: 3.0e-3\n  warmup_steps: 5\n  threads: 1\n"
         "  options: {stage1: " + str(Path(cir.__file__).parent / "checkpoints" / "blip-tiny-synth-stage1.safetensors")
         + ", sparse_head: " + str(SHIPPED) + ", word_supervision: scene, hidden: 64, max_image_terms: 24}\n"
     )
     assert cli_main(["train", "sparse-words", "--config", str(config)]) == 0
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(lines) == 6 and lines[-1]["image_bce"] < lines[0]["image_bce"]
+    assert len(lines) == 3 and lines[-1]["image_bce"] < lines[0]["image_bce"]
     for name in ("term_precision_image", "term_recall_image", "term_precision_query", "explanation@3"):
         assert 0.0 <= lines[-1][name] <= 1.0, name
     assert lines[-1]["image_terms"] <= 24
@@ -124,22 +124,3 @@ def test_word_training_refuses_unknown_options_and_needs_the_distilled_heads(syn
     with pytest.raises(CirError, match=r"options.sparse_head must name the distilled heads"):
         train_stage(config(), "sparse-words", tmp_path / "run")
 
-
-def test_the_shipped_heads_explain_a_target_by_the_words_its_edit_asks_for(synth_tiny: Path, tmp_path: Path) -> None:
-    """On the tiny val split, the shipped heads' explanation of a target leads with the edit's word (a regression
-    check of the shipped word terms; the whole-split figures are in docs/sparse-terms.md)."""
-    from cir.cache import FeatureCache
-    from cir.data.synth.words import term_truth
-    from cir.models import create_model
-    from cir.stages.sparse import SparseRetriever
-
-    model = create_model("blip-tiny", pretrained="synth")
-    val = load_benchmark("cirr", synth_tiny, "val")
-    retriever = SparseRetriever(model, FeatureCache(tmp_path / "cache"))
-    assert retriever.sparse.words is not None, "the shipped heads have word terms"
-    retriever.index(val.gallery)
-    truth = term_truth(synth_tiny, "val")
-    asked = [q for q in val.queries if truth["edit_words"][q.id]][:40]
-    led = sum(set(truth["edit_words"][q.id]) <= {w for w, _ in retriever.explain(q, val.targets[q.id][0], top=3)}
-              for q in asked)
-    assert len(asked) >= 20 and led >= 0.7 * len(asked), (led, len(asked))
