@@ -123,4 +123,8 @@ def test_word_training_refuses_unknown_options_and_needs_the_distilled_heads(syn
         train_stage(config(hiden=3), "sparse-words", tmp_path / "run")
     with pytest.raises(CirError, match=r"options.sparse_head must name the distilled heads"):
         train_stage(config(), "sparse-words", tmp_path / "run")
+    no_stage1 = Config.from_dict({"benchmark": {"name": "cirr", "release": "synth", "root": str(synth_tiny)}},
+                                 source="my.yaml")
+    with pytest.raises(CirError, match=r"^my.yaml: train_sparse_words.options.stage1 must name the stage-one checkpoint"):
+        train_stage(no_stage1, "sparse-words", tmp_path / "run")
 

@@ -57,11 +57,12 @@ def encode_real_vectors(context: BenchContext, n_queries: int) -> RealVectors:
         log.warning("the benchmark split has %d queries, fewer than the %d asked for", len(queries), n_queries)
     if context.sparse is None:
         retriever = DenseRetriever(context.model, context.cache)
-        features = retriever.encoder.index(benchmark.gallery)
+    else:  # its heads may read the tokens as well as the embeddings
+        retriever = SparseRetriever(context.model, context.cache, sparse_head=context.sparse)
+    features = retriever.encoder.index(benchmark.gallery)
+    if context.sparse is None:
         embeddings, states = retriever.encode(queries)
     else:
-        retriever = SparseRetriever(context.model, context.cache, sparse_head=context.sparse)
-        features = retriever.encoder.index(benchmark.gallery)
         sparse_queries, embeddings, states = retriever.query_vectors(queries)
     real = RealVectors(list(features.ids), queries, unit_rows(features["embeddings"]), unit_rows(embeddings),
                        query_states=states)

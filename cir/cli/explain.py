@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         from ..io import write_text
 
         heads = cfg.stage_one.params.get("sparse_head") or f"the heads of pretrained tag {cfg.model.pretrained!r}"
-        if pipeline.retriever.sparse.words is None and cfg.stage_one.params.get("word_terms") is False:
+        if cfg.stage_one.params.get("word_terms") is False:
             heads += ", distilled terms only (word_terms: false)"
         caption = (f"{benchmark.label}, {pipeline.describe()['stage1']}; model {cfg.model.name} ({cfg.model.pretrained}), "
                    f"sparse heads: {heads}")

@@ -25,10 +25,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.runner import train_stage
+    from ..train.runner import train_section, train_stage
 
     cfg = load_config(args)
-    section = f"train_{args.stage.replace('-', '_')}"
+    section = train_section(args.stage)
     tcfg = getattr(cfg, section)
     for name in ("epochs", "max_queries", "threads"):
         if getattr(args, name) is not None:

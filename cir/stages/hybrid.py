@@ -64,10 +64,9 @@ class HybridRetriever(SparseRetriever):
                                                sparse_head=module_fingerprint(self.sparse))
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
-        if self._sparse_index is None:
-            raise CirError(f"{self.name} retriever: call index(gallery) before search()")
+        index = self._indexed()
         vectors, embeddings, states = self.query_vectors(queries)
-        scores, ids = self._sparse_index.hybrid_search(
+        scores, ids = index.hybrid_search(
             embeddings, vectors, k, self.fusion, self.fusion_weights, self.rrf_k,
             self.candidates)
         rankings = (Ranking(q.id, list(i), s[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))

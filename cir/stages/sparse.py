@@ -97,12 +97,21 @@ class SparseRetriever(DenseRetriever):
             self._lexicon.update(w for w in tokenizer.words(q.text) if w.isalnum())
 
     def search(self, queries: Sequence[Query], k: int) -> Run:
-        if self._sparse_index is None:
-            raise CirError(f"{self.name} retriever: call index(gallery) before search()")
+        self._indexed()  # before any query is encoded
         vectors, _, states = self.query_vectors(queries)
-        scores, ids = self._sparse_index.search(vectors, k)
+        return self.rank(queries, vectors, k, states)
+
+    def rank(self, queries: Sequence[Query], vectors: sp.csr_matrix, k: int, states: QueryStates | None = None) -> Run:
+        """The top k of the indexed gallery for queries whose sparse vectors (`query_vectors`) are already made."""
+        scores, ids = self._indexed().search(vectors, k)
         rankings = (Ranking(q.id, list(i), np.asarray(s)[: len(i)].tolist()) for q, s, i in zip(queries, scores, ids))
         return Run(rankings, query_states=states)
+
+    def _indexed(self):
+        """The gallery's index (a SparseIndex, or a Milvus collection), or the error for a search before index()."""
+        if self._sparse_index is None:
+            raise CirError(f"{self.name} retriever: call index(gallery) before search()")
+        return self._sparse_index
 
     def explain(self, query: Query, image_id: str, top: int = 8) -> list[tuple[str, float]]:
         """The terms query and image share, with their contributions to the score, largest first; WordPieces of a

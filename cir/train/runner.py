@@ -15,6 +15,11 @@ from .loop import fit, seed_everything
 log = logging.getLogger(__name__)
 
 
+def train_section(stage: str) -> str:
+    """The config section a stage trains from: `train_stage1`, ..., `train_sparse_words` for `sparse-words`."""
+    return f"train_{stage.replace('-', '_')}"
+
+
 def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> None:
     """An unknown key under train_<stage>.options is a config error naming the file and the key, not a TypeError."""
     internal = {"model", "data", "val_benchmark", "scene_labels", "cache", "image_words", "edit_words", "val_words"}
@@ -22,7 +27,7 @@ def _check_options(cfg: Config, stage: str, task_class: type, options: dict) -> 
     known.add("stage1" if stage != "stage1" else "init_from_model")
     unknown = sorted(set(options) - known)
     if unknown:
-        raise CirError(f"{cfg.source}: unknown key train_{stage.replace('-', '_')}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
+        raise CirError(f"{cfg.source}: unknown key {train_section(stage)}.options.{unknown[0]} (known: {', '.join(sorted(known))})")
 
 
 def _check_synthetic_options(cfg: Config, stage: str, options: dict) -> None:
@@ -33,12 +38,12 @@ def _check_synthetic_options(cfg: Config, stage: str, options: dict) -> None:
     synthetic = read_own_metadata(Path(cfg.benchmark.root)) is not None
     if options.get("scene_weight") and not synthetic:
         raise CirError(
-            f"{cfg.source}: train_{stage}.options.scene_weight needs cir's synthetic benchmark (its scene metadata), "
+            f"{cfg.source}: {train_section(stage)}.options.scene_weight needs cir's synthetic benchmark (its scene metadata), "
             f"but {cfg.benchmark.root} is not one: set scene_weight to 0 for {cfg.benchmark.name}"
         )
     if options.get("word_supervision") == "scene" and not synthetic:
         raise CirError(
-            f"{cfg.source}: train_{stage}.options.word_supervision: scene needs cir's synthetic benchmark (its scene "
+            f"{cfg.source}: {train_section(stage)}.options.word_supervision: scene needs cir's synthetic benchmark (its scene "
             f"metadata), but {cfg.benchmark.root} is not one: use word_supervision: captions for {cfg.benchmark.name}"
         )
 
@@ -69,7 +74,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     from ..cache import FeatureCache
     from ..models import create_model, model_from_settings
 
-    tcfg = getattr(cfg, f"train_{stage.replace('-', '_')}")
+    tcfg = getattr(cfg, train_section(stage))
     opts = dict(tcfg.options)
     _check_synthetic_options(cfg, stage, opts)
     seed_everything(tcfg.seed)
@@ -105,7 +110,7 @@ def train_stage(cfg: Config, stage: str, out: Path, resume: bool = True) -> dict
     _check_options(cfg, stage, task_class, opts)
     stage1_path = opts.pop("stage1", None) or cfg.model.stage1
     if stage1_path is None:
-        raise CirError(f"{cfg.source}: train_{stage}.options.stage1 must name the stage-one checkpoint")
+        raise CirError(f"{cfg.source}: {train_section(stage)}.options.stage1 must name the stage-one checkpoint")
     stages = ("stage1",) if stage.startswith("sparse") else ("stage1", "stage2")
     model = create_model(cfg.model.name, stage1_path, stages=stages, device=device)
     data = load_triplets(train_set, model.preprocess, tcfg.max_queries)

@@ -86,9 +86,8 @@ class SparseTask(TripletTask):
             model, max_query_terms=max_query_terms, max_image_terms=max_image_terms, trainable_vocab=trainable_vocab
         )
         if init_head is not None:
-            start = SparseEncoder.load(init_head, model)
-            start.words = None  # word terms (cir train sparse-words) are trained on top, not here
-            state, mine = start.state_dict(), self.module.state_dict()
+            # word terms (cir train sparse-words) are trained on top of distilled heads, not here
+            state, mine = SparseEncoder.load(init_head, model).distilled().state_dict(), self.module.state_dict()
             # e.g. a head with its own table (trainable_vocab) into one without, or the reverse
             shared = state.keys() & mine.keys()
             differ = sorted(set(state) ^ set(mine)) + [k for k in sorted(shared) if state[k].shape != mine[k].shape]
@@ -224,10 +223,10 @@ def validate_heads(model, cache, heads: SparseEncoder, benchmark, val_words: dic
 
     retriever = SparseRetriever(model, cache, sparse_head=heads.eval())
     retriever.index(benchmark.gallery)
-    run = retriever.search(benchmark.queries, 51)
+    queries = retriever.encode_queries(benchmark.queries)
+    run = retriever.rank(benchmark.queries, queries, 51)
     metrics = evaluate(benchmark, run)
     out = {f"val_sparse_{m}": metrics[m] for m in ("recall@1", "recall@10", "recall@50")}
-    queries = retriever.encode_queries(benchmark.queries)
     out["image_terms"] = float(retriever.image_vectors.getnnz(1).mean())
     out["query_terms"] = float(queries.getnnz(1).mean())
     out["flops_per_pair"] = expected_flops(queries, retriever.image_vectors)
