@@ -314,3 +314,14 @@ def test_timing_budget_samples_a_slow_call_instead_of_timing_every_item():
     repeats = []
     best_of(lambda: (repeats.append(1), time.sleep(0.03)), repeats=3, budget_s=0.01)
     assert len(repeats) == 1  # the first call spent the budget: no repeat
+
+
+def test_bench_without_word_terms_measures_the_shipped_heads_distilled_terms(tiny_synth, tmp_path):
+    """`cir bench --no-word-terms`: the shipped sparse heads without their word terms, at the distilled caps."""
+    from cir.bench.context import open_context
+
+    with open_context(tiny_synth, tmp_path / "cache") as context:
+        assert context.sparse.words is not None and "distilled" not in context.weights
+    with open_context(tiny_synth, tmp_path / "cache", word_terms=False) as context:
+        assert context.sparse.words is None and "distilled terms only" in context.weights
+        assert (context.sparse.max_query_terms, context.sparse.max_image_terms) == (32, 30)

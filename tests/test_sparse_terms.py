@@ -174,6 +174,23 @@ def test_the_shipped_heads_explain_a_target_by_the_words_its_edit_asks_for(spars
     assert len(asked) >= 20 and led >= 0.7 * len(asked), (led, len(asked))
 
 
+def test_word_terms_off_searches_the_distilled_terms_alone_at_their_own_caps(sparse_setup) -> None:
+    """`word_terms: false` (configs/synth-tiny-sparse-distilled.yaml): the same heads' distilled terms, nothing else."""
+    from cir.stages.sparse import SparseRetriever
+    from cir.stages.sparse_head import top_terms
+
+    retriever, val = sparse_setup
+    distilled = SparseRetriever(retriever.model, retriever.encoder.cache, word_terms=False)
+    assert distilled.sparse.words is None and retriever.sparse.words is not None  # the shipped heads keep theirs
+    distilled.index(val.gallery)
+    embeddings = torch.as_tensor(np.asarray(distilled.encoder.features["embeddings"], dtype=np.float32))
+    with torch.no_grad():
+        expected = top_terms(retriever.sparse.image(embeddings), 30)
+    assert (distilled.image_vectors != expected).nnz == 0
+    run = distilled.search(val.queries[:5], 3)
+    assert all(len(run[q.id].ids) == 3 for q in val.queries[:5])
+
+
 def test_cir_eval_of_a_sparse_stage_one_reports_the_term_metrics(synth_tiny: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = ["eval", "--config", str(REPO / "configs" / "synth-tiny-sparse.yaml"), "--root", str(synth_tiny),

@@ -71,6 +71,14 @@ def test_heads_with_word_terms_survive_the_file_and_refuse_to_encode_without_tok
         loaded.encode_images(embeddings)
     with pytest.raises(CirError, match="fused query tokens and reference tokens"):
         loaded.encode_queries(embeddings)
+    from safetensors.torch import save_file
+
+    from cir.errors import FormatError
+
+    tensors = {k: v.detach().half().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"word_heads": "{\"words\": ["})
+    with pytest.raises(FormatError, match=r"broken.safetensors: metadata word_heads is not what WordHeads saves"):
+        SparseEncoder.load(tmp_path / "broken.safetensors", model)
 
 
 def test_a_short_word_training_writes_heads_that_search_and_explain_in_words(synth_tiny: Path, tmp_path: Path,
